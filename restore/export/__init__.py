@@ -1,0 +1,1 @@
+"""ONNX export: op translations (DeformConv or decomposed), parity checks, TensorRT."""

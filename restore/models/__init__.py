@@ -1,0 +1,1 @@
+"""Search spaces, the op registry, genotypes and derived networks."""

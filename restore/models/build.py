@@ -1,0 +1,58 @@
+"""`build(genotype)`: the derived network for a genotype of either search space.
+
+Also resolves *model sources* by name: a preset name (``modnas-b``), or a genotype JSON path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+
+from torch import nn
+
+from restore.errors import RestoreError
+from restore.models.genotype import Genotype, HiNASGenotype, ModNASGenotype, from_json, load_genotype
+
+
+def build(genotype: Genotype) -> nn.Module:
+    """A plain nn.Module with only the selected ops (no α/β/γ)."""
+    if isinstance(genotype, ModNASGenotype):
+        from restore.models.modnas import build_modnas
+
+        return build_modnas(genotype)
+    if isinstance(genotype, HiNASGenotype):
+        from restore.models.hinas import build_hinas
+
+        return build_hinas(genotype)
+    raise RestoreError(f"not a genotype: {type(genotype).__name__}")
+
+
+def list_presets() -> list[str]:
+    folder = resources.files("restore.models") / "presets"
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def load_preset(name: str) -> Genotype:
+    folder = resources.files("restore.models") / "presets"
+    path = folder / f"{name}.json"
+    if not path.is_file():
+        raise RestoreError(f"unknown preset {name!r} (known: {', '.join(list_presets())})")
+    return from_json(path.read_text(encoding="utf-8"))
+
+
+def resolve_genotype(source: str | Path, *, in_channels: int | None = None, noise_map: bool | None = None,
+                     stages: int | None = None) -> Genotype:
+    """A preset name or a genotype file, optionally re-targeted (channels, σ map, stages)."""
+    text = str(source)
+    g = load_genotype(text) if text.endswith(".json") or Path(text).is_file() else load_preset(text)
+    changes: dict = {}
+    if in_channels is not None:
+        changes.update(in_channels=in_channels, out_channels=in_channels)
+    if noise_map is not None:
+        changes["noise_map"] = noise_map
+    if stages is not None:
+        if not isinstance(g, ModNASGenotype):
+            raise RestoreError("--stages applies to MoD-NAS genotypes only")
+        changes["stages"] = stages
+    return replace(g, **changes) if changes else g
