@@ -70,9 +70,10 @@ _ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}
 _ORIENTATION_TAG = 0x0112
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-# Pillow's own bomb limit is a module global; we replace it by `max_pixels`, and only touch
-# the global (under this lock) to learn the size of an image Pillow refused outright.
-_PIL_LIMIT_LOCK = threading.Lock()
+# Pillow's bomb limit and lenient-loading flag are module globals. We touch them only under
+# this lock: to learn the size of an image Pillow refused outright (our `max_pixels` decides),
+# and to load strictly when someone else enabled LOAD_TRUNCATED_IMAGES.
+_PIL_GLOBALS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -160,6 +161,9 @@ def _read_with_pillow(path: Path, max_pixels: int | None) -> LoadedImage:
         _check_size(path, *im.size, max_pixels)
         try:
             _load_strictly(im)
+        except Image.DecompressionBombError as e:  # some decoders (GIF frames…) check again
+            reason = _one_line(e)
+            raise RestoreError(f"cannot read '{path}': refused as a possible decompression bomb ({reason})") from None
         except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib.error…
             raise RestoreError(f"cannot read '{path}': truncated or corrupt image data ({_one_line(e)})") from None
         try:
@@ -191,7 +195,7 @@ def _open_lazily(path: Path) -> Image.Image:
             try:
                 return Image.open(path)
             except Image.DecompressionBombError:
-                with _PIL_LIMIT_LOCK:  # reopen only to learn the declared size
+                with _PIL_GLOBALS_LOCK:  # reopen only to learn the declared size
                     saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
                     try:
                         return Image.open(path)
@@ -205,15 +209,17 @@ def _open_lazily(path: Path) -> Image.Image:
 
 def _load_strictly(im: Image.Image) -> None:
     """Decode all pixels, failing on truncated data even if someone enabled lenient loading."""
-    if ImageFile.LOAD_TRUNCATED_IMAGES:
-        with _PIL_LIMIT_LOCK:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # `max_pixels` decides
+        if not ImageFile.LOAD_TRUNCATED_IMAGES:
+            im.load()
+            return
+        with _PIL_GLOBALS_LOCK:
             ImageFile.LOAD_TRUNCATED_IMAGES = False
             try:
                 im.load()
             finally:
                 ImageFile.LOAD_TRUNCATED_IMAGES = True
-    else:
-        im.load()
 
 
 def _pillow_arrays(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, int]:
@@ -257,7 +263,7 @@ def _pillow_arrays(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, int]
 
 
 def _unit(arr: np.ndarray, peak: int) -> np.ndarray:
-    return (arr.astype(np.float32) / np.float32(peak)).astype(np.float32)
+    return arr.astype(np.float32) / np.float32(peak)
 
 
 def _key_alpha(arr: np.ndarray, key) -> np.ndarray | None:
@@ -375,7 +381,7 @@ def _decode_png16(data: bytes, width: int, height: int, colour_type: int, interl
         if kind == b"IDAT":
             idat.append(payload)
         elif kind == b"iCCP":
-            icc = zlib.decompress(payload[payload.index(b"\0") + 2 :])
+            icc = _inflate_icc(payload)
         elif kind == b"eXIf":
             exif = payload
         elif kind == b"tRNS" and colour_type == 2 and len(payload) == 6:
@@ -402,6 +408,17 @@ def _decode_png16(data: bytes, width: int, height: int, colour_type: int, interl
         except Exception:  # malformed EXIF must not make an image unreadable
             orientation = 1
     return samples, key, icc, orientation
+
+
+def _inflate_icc(payload: bytes) -> bytes | None:
+    """iCCP = name, NUL, method byte, zlib data. A broken profile is dropped, as Pillow does,
+    rather than making the image unreadable; the size cap stops a zlib bomb."""
+    try:
+        inflater = zlib.decompressobj()
+        profile = inflater.decompress(payload[payload.index(b"\0") + 2 :], 1 << 24)
+    except (ValueError, zlib.error):
+        return None
+    return profile if inflater.eof else None
 
 
 def _png_passes(width: int, height: int, interlace: int):
@@ -535,10 +552,9 @@ def write_image(
     colour, alpha = _split_pixels(pixels, alpha)
     if fmt not in _ALPHA_FORMATS:
         alpha = None
-    if fmt == "TIFF" and (colour.shape[2] == 3 or alpha is not None):
+    plain_gray = colour.shape[2] == 1 and alpha is None
+    if not (fmt == "PNG" or (fmt == "TIFF" and plain_gray)):
         bit_depth = 8  # Pillow writes 16-bit TIFF only as plain gray (I;16)
-    elif fmt != "PNG":
-        bit_depth = 8
     icc = None if fmt == "BMP" else _compatible_icc(icc_profile, colour.shape[2])
     data = _encode(fmt, colour, alpha, bit_depth, icc, quality)
     _atomic_write(path, data, overwrite)
@@ -547,6 +563,8 @@ def write_image(
 
 def _split_pixels(pixels, alpha) -> tuple[np.ndarray, np.ndarray | None]:
     arr = np.asarray(pixels)
+    if not np.issubdtype(arr.dtype, np.floating):  # 0–255 integers would all clip to white
+        raise RestoreError(f"pixels must be floats in [0, 1], got dtype {arr.dtype}")
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or 0 in arr.shape:
@@ -557,6 +575,8 @@ def _split_pixels(pixels, alpha) -> tuple[np.ndarray, np.ndarray | None]:
         arr, alpha = arr[..., :3], arr[..., 3]
     if alpha is not None:
         alpha = np.asarray(alpha)
+        if not np.issubdtype(alpha.dtype, np.floating):
+            raise RestoreError(f"alpha must be floats in [0, 1], got dtype {alpha.dtype}")
         if alpha.ndim == 3 and alpha.shape[2] == 1:
             alpha = alpha[..., 0]
         if alpha.shape != arr.shape[:2]:
@@ -598,6 +618,11 @@ def _atomic_write(path: Path, data: bytes, overwrite: bool) -> None:
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RestoreError(f"cannot write '{path}': '{parent}' exists and is not a directory") from None
+    except OSError as e:
+        raise RestoreError(f"cannot write '{path}': cannot create directory '{parent}' ({e.strerror or e})") from None
+    try:
         tmp = tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
     except OSError as e:
         raise RestoreError(f"cannot write '{path}': directory '{parent}' is not writable ({e.strerror or e})") from None
@@ -669,7 +694,7 @@ def expand_inputs(items: Sequence[str | Path]) -> list[Path]:
                 raise RestoreError(f"no image files in directory '{item}'")
         elif path.is_file():
             matches = [path]  # named explicitly: read_image will judge it
-        elif glob.has_magic(str(item)):
+        elif any(ch in str(item) for ch in "*?["):  # a glob pattern
             matches = sorted(Path(p) for p in glob.glob(str(item), recursive=True) if _is_image_file(Path(p)))
             if not matches:
                 raise RestoreError(f"no image files match '{item}'")

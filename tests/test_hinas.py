@@ -11,6 +11,7 @@ import torch
 from restore.errors import RestoreError
 from restore.models.genotype import HiNASGenotype, Node, from_json, to_json
 from restore.models.hinas import (
+    ASPP,
     PAPER_SETTINGS,
     HiNASNet,
     HiNASSupernet,
@@ -253,3 +254,15 @@ def test_paper_settings_build_and_run(task, layers, nodes):
         g = net.genotype()
         assert len(g.widths) == layers and g.nodes == nodes
         assert build_hinas(g).eval()(x).shape == x.shape
+
+
+def test_aspp_is_local():
+    # no global pooling branch: far-away pixels must not change an output pixel (tiling)
+    torch.manual_seed(0)
+    aspp = ASPP(4, 6).eval()
+    x = torch.randn(1, 4, 41, 43)
+    y = aspp(x)
+    assert y.shape == (1, 6, 41, 43)
+    x2 = x.clone()
+    x2[..., :5, :5] += 10.0
+    torch.testing.assert_close(aspp(x2)[..., 20:, 20:], y[..., 20:, 20:])

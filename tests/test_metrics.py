@@ -188,7 +188,7 @@ def test_mse_log_ssim_loss_combines_terms():
     mse = torch.mean((pred - target) ** 2)
     expected = mse + 0.25 * log_ssim_loss(pred, target)
     loss = mse_log_ssim_loss(pred, target, lam=0.25)
-    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     loss.backward()
     assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
 

@@ -169,6 +169,8 @@ def validate_hinas(g: HiNASGenotype) -> None:
     _validate_common(g)
     _check_int("base_width", g.base_width, 1, MAX_CHANNELS // 4)
     _check_int("stem_channels", g.stem_channels, 1, MAX_CHANNELS)
+    if not isinstance(g.aspp, bool):
+        raise RestoreError("genotype field 'aspp' must be true or false")
     _check_int("number of nodes", len(g.cell), 1, MAX_NODES)
     _check_int("number of layers", len(g.widths), 1, MAX_LAYERS)
     if len(g.cell) * 4 * g.base_width > 4 * MAX_CHANNELS:
@@ -217,7 +219,7 @@ def _take(cls, data: dict, where: str) -> dict:
 
 
 def _list(value: Any, where: str, limit: int) -> list:
-    if not isinstance(value, list):
+    if not isinstance(value, (list, tuple)):
         raise RestoreError(f"{where} must be a list")
     if len(value) > limit:
         raise RestoreError(f"{where} has {len(value)} entries, more than the limit {limit}")

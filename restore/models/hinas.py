@@ -190,13 +190,19 @@ class _SuperLayer(nn.Module):
             s0 = self.skip_proj[i](prev2[self._prev2_index(i)])
             sources = _incoming_levels(i, self.n_prev)
             feats = [proj(prev[k]) for proj, k in zip(self.in_proj[i], sources)]
-            weights = [beta[i, k] for k in sources] if beta is not None else [1.0] * len(sources)
+            weights = None if beta is None else [beta[i, k] for k in sources]
             if self.shared:  # Eq. 5: mix the inputs, run the one cell once
-                s1 = sum(w * f for w, f in zip(weights, feats))
-                outs.append(self.cells[i](s0, s1, alphas))
+                outs.append(self.cells[i](s0, _mix(weights, feats), alphas))
             else:  # Eq. 6: a cell per path, mix the outputs
-                outs.append(sum(w * cell(s0, f, alphas) for w, f, cell in zip(weights, feats, self.cells[i])))
+                outs.append(_mix(weights, [cell(s0, f, alphas) for f, cell in zip(feats, self.cells[i])]))
         return outs
+
+
+def _mix(weights: list[torch.Tensor] | None, tensors: list[torch.Tensor]) -> torch.Tensor:
+    """β-weighted sum; ``None`` = the single stem source, taken as is."""
+    if weights is None:
+        return tensors[0]
+    return sum(w * t for w, t in zip(weights, tensors))
 
 
 class HiNASSupernet(nn.Module):

@@ -1,0 +1,3 @@
+from restore.cli import main
+
+main()

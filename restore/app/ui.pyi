@@ -1,0 +1,145 @@
+"""The Blocks layout: widgets on the left, before/after slider and facts on the right.
+
+Only wiring lives here; what a request does is `AppService.run` (handlers.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+from restore.app.handlers import AUTO, DEGRADATIONS, TASK_LABELS, AppService, Limits, degradation_spec
+from restore.errors import RestoreError
+
+log = logging.getLogger("restore.app")
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+INTRO = """# restore · image restoration
+Remove **noise**, **rain streaks** or **JPEG blocking** with compact networks found by neural
+architecture search. Upload a photo or pick an example, choose what to fix and press **Restore**;
+then drag the slider to compare before and after.
+*Try it* degrades a clean photo first, so you can see how close the model gets to the original (PSNR/SSIM)."""
+
+CSS = """
+.gradio-container { max-width: 1280px !important; margin: auto; }
+#intro p { color: var(--body-text-color-subdued); max-width: 60em; }
+#facts table { margin-top: .4em; }
+footer { opacity: .6; }
+"""
+
+from gradio.events import Dependency
+
+class UploadedImage(gr.Image):
+    """A gr.Image that hands the handler the uploaded file untouched.
+
+    gr.Image would open the file with PIL first, so a broken upload would fail inside gradio
+    with an opaque error; `restore.io.read_image` gives one clear line instead, and applies
+    the pixel limit before decoding.
+    """
+
+    is_template = True  # rendered by gr.Image's frontend
+
+    def preprocess(self, payload):
+        return None if payload is None else payload.path
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def _examples() -> tuple[list[list], list[str]]:
+    rows = [
+        ("monarch.png", "denoise", "Gaussian noise (σ)", 25, "Monarch + σ 25 noise (try it)"),
+        ("monarch_noisy_s25.png", "denoise", "none", 25, "Noisy monarch"),
+        ("birds_noisy_s25.png", "denoise", "none", 25, "Noisy birds (colour)"),
+        ("rainy.png", "derain", "none", 25, "Rainy scene"),
+        ("live1_q20.jpg", "deblock", "none", 25, "JPEG at quality 20"),
+    ]
+    present = [r for r in rows if (EXAMPLES / r[0]).is_file()]
+    return [[str(EXAMPLES / f), t, k, s] for f, t, k, s, _ in present], [r[-1] for r in present]
+
+
+def _error(exc: BaseException) -> gr.Error:
+    """One human line for the page; the traceback only in the server log."""
+    if isinstance(exc, RestoreError):
+        return gr.Error(str(exc), print_exception=False)
+    if isinstance(exc, MemoryError):
+        return gr.Error("out of memory: try a smaller image", print_exception=False)
+    log.error("restoring failed", exc_info=exc)
+    return gr.Error("restoring failed unexpectedly (details are in the server log)", print_exception=False)
+
+
+def build_demo(service: AppService) -> gr.Blocks:
+    limits = service.limits
+    tasks = [(label, task) for task, label in TASK_LABELS.items()]
+
+    def restore(image, task, model, auto_sigma, sigma, try_kind, try_sigma, try_quality, progress=gr.Progress()):
+        try:
+            result = service.run(image, task=task, model=model, sigma=None if auto_sigma else float(sigma),
+                                 degradation=degradation_spec(try_kind, try_sigma, try_quality),
+                                 progress=lambda fraction, message: progress(fraction, desc=message))
+        except Exception as exc:  # the server must survive any input
+            raise _error(exc) from None
+        for note in result.notes:
+            gr.Warning(note)
+        return (result.before, result.after), result.summary, gr.DownloadButton(value=str(result.download), interactive=True)
+
+    def on_task(task):
+        return (gr.Dropdown(choices=service.model_choices(task), value=AUTO),
+                gr.Accordion(visible=task.startswith("denoise")))
+
+    def on_try_kind(kind):
+        base = DEGRADATIONS.get(kind)
+        return gr.Slider(visible=base == "awgn"), gr.Slider(visible=base == "jpeg")
+
+    with gr.Blocks(title="restore · image restoration", analytics_enabled=False) as demo:
+        gr.Markdown(INTRO, elem_id="intro")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=320):
+                image = UploadedImage(label="Your image", type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                      height=300, elem_id="input-image")
+                task = gr.Radio(tasks, value="denoise", label="What to fix")
+                model = gr.Dropdown(service.model_choices("denoise"), value=AUTO, label="Model",
+                                    info="auto = the task's default for your image (gray or colour)")
+                model_info = gr.Markdown(service.describe("denoise", AUTO))
+                with gr.Accordion("Noise level", open=False) as noise_box:
+                    auto_sigma = gr.Checkbox(True, label="Estimate automatically")
+                    sigma = gr.Slider(0, 75, value=25, step=1, label="σ given to the model (0–255 scale)", interactive=False)
+                with gr.Accordion("Try it: degrade a clean photo first", open=False):
+                    try_kind = gr.Radio(list(DEGRADATIONS), value="none", label="Add", elem_id="try-kind")
+                    try_sigma = gr.Slider(1, 75, value=25, step=1, label="noise σ", visible=False)
+                    try_quality = gr.Slider(5, 95, value=20, step=1, label="JPEG quality", visible=False)
+                run = gr.Button("Restore", variant="primary", size="lg", elem_id="run-button")
+            with gr.Column(scale=3, min_width=400):
+                slider = gr.ImageSlider(label="before ⟷ after", type="numpy", format="png", interactive=False,
+                                        max_height=560, elem_id="result")
+                facts = gr.Markdown("Results appear here: drag the slider to compare before and after.", elem_id="facts")
+                download = gr.DownloadButton("Download full-resolution PNG", interactive=False, elem_id="download")
+        rows, labels = _examples()
+        gr.Examples(rows, inputs=[image, task, try_kind, try_sigma], example_labels=labels, label="Examples")
+        gr.Markdown(f"<small>Limits: {limits.max_upload_bytes / 2**20:.0f} MB per upload, "
+                    f"{limits.max_pixels / 1e6:g} megapixels; requests wait in a queue. Backend: {service.backend}.</small>")
+
+        task.change(on_task, task, [model, noise_box], api_visibility="private")
+        model.change(service.describe, [task, model], model_info, api_visibility="private")
+        auto_sigma.change(lambda auto: gr.Slider(interactive=not auto), auto_sigma, sigma, api_visibility="private")
+        try_kind.change(on_try_kind, try_kind, [try_sigma, try_quality], api_visibility="private")
+        run.click(restore, [image, task, model, auto_sigma, sigma, try_kind, try_sigma, try_quality],
+                  [slider, facts, download], api_name="restore")
+    return demo
+
+
+def serve(demo: gr.Blocks, limits: Limits, *, host: str, port: int | None, share: bool, concurrency: int,
+          queue_size: int, prevent_thread_lock: bool, quiet: bool) -> str:
+    """Queue with bounded concurrency (CPU inference: 1–2 at a time), then launch."""
+    demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
+    theme = gr.themes.Soft(primary_hue="teal", neutral_hue="slate",
+                           font=["ui-sans-serif", "system-ui", "sans-serif"],  # no web-font download
+                           font_mono=["ui-monospace", "monospace"])
+    _, url, _ = demo.launch(server_name=host, server_port=port, share=share, max_file_size=limits.max_upload_bytes,
+                            prevent_thread_lock=prevent_thread_lock, quiet=quiet, show_error=False, ssr_mode=False,
+                            theme=theme, css=CSS)
+    return url

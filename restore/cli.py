@@ -1,0 +1,448 @@
+"""The `restore` command line. Each command is a thin shell over the Python API.
+
+Heavy imports (torch models, onnx, gradio) happen inside the commands, so `restore --help`
+stays fast. A `RestoreError` is printed as one line (no traceback) with exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import wraps
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from restore.errors import RestoreError
+
+app = typer.Typer(
+    name="restore",
+    help="Design (NAS), train and deploy image-restoration networks: denoise, derain, deblock.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn):
+    """Turn user mistakes into one line on stderr and a non-zero exit."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RestoreError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+    return wrapper
+
+
+@app.callback()
+def _root() -> None:
+    """Design (NAS), train and deploy image-restoration networks: denoise, derain, deblock."""
+
+
+# ------------------------------------------------------------------------------- train
+
+
+@app.command()
+@user_errors
+def train(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Preset name (see `restore info --presets`) or a genotype JSON file [default: modnas-b]."),
+    data: Optional[List[Path]] = typer.Option(None, "--data", "-d", help="Folder(s) of clean training images."),
+    run: Path = typer.Option(Path("runs/train"), "--run", "-r", help="Run directory (config, logs, checkpoints). Re-running resumes."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="JSON config (keys of TrainConfig); flags override it."),
+    degradation: Optional[str] = typer.Option(None, help="awgn:25, awgn:0-75, jpeg:10-90, rain, camera, …"),
+    channels: Optional[int] = typer.Option(None, help="1 = gray, 3 = colour."),
+    noise_map: Optional[bool] = typer.Option(None, "--noise-map/--no-noise-map", help="Feed a σ map: one model for a σ range."),
+    steps: Optional[int] = typer.Option(None, help="Training steps (iterations)."),
+    batch: Optional[int] = typer.Option(None, help="Global batch size."),
+    patch: Optional[int] = typer.Option(None, help="Training patch size."),
+    lr: Optional[float] = typer.Option(None, help="Initial learning rate (cosine to lr_min)."),
+    loss: Optional[str] = typer.Option(None, help="mse or mse+logssim."),
+    val_dir: Optional[Path] = typer.Option(None, help="Validation folder (default: hold out training images)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    seed: Optional[int] = typer.Option(None),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Train a derived network (a preset or a searched genotype). Resumes if RUN has a checkpoint.
+
+    Example: restore train -m modnas-b -d Train400 --degradation awgn:0-75 --noise-map --run runs/gray
+    """
+    from restore.config import config_from_dict, load_config
+    from restore.train.config import TrainConfig
+    from restore.train.trainer import train as run_training
+
+    overrides = dict(
+        model=model,
+        train_dirs=[str(p) for p in data] if data else None,
+        degradation=degradation, channels=channels, noise_map=noise_map, steps=steps, batch=batch,
+        patch=patch, lr=lr, loss=loss, val_dir=str(val_dir) if val_dir else None, threads=threads, seed=seed,
+    )
+    saved = run / "config.json"
+    if config is not None:
+        cfg = load_config(TrainConfig, config, **overrides)
+    elif saved.exists():  # resuming: the run's own config, flags may still override
+        cfg = load_config(TrainConfig, saved, **overrides)
+    else:
+        cfg = config_from_dict(TrainConfig, {k: v for k, v in overrides.items() if v is not None})
+    summary = run_training(cfg, run, show_progress=progress)
+    typer.echo(f"done: {summary['steps']} steps, best validation PSNR {summary['best_val_psnr']:.2f} dB → {run}")
+
+
+# ------------------------------------------------------------------------------- search
+
+
+@app.command()
+@user_errors
+def search(
+    space: Optional[str] = typer.Option(None, "--space", help="modnas or hinas (without --preset: the cpu-SPACE preset)."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="paper-modnas, paper-hinas, paper-hinas-derain, cpu-modnas (default), cpu-hinas, tiny-modnas, tiny-hinas."),
+    data: Optional[List[Path]] = typer.Option(None, "--data", "-d", help="Folder(s) of clean training images (split into Train W / A / V)."),
+    run: Path = typer.Option(Path("runs/search"), "--run", "-r", help="Run directory (config, logs, checkpoint, genotypes). Re-running resumes."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="JSON config (keys of SearchConfig) over the preset; flags override it."),
+    steps: Optional[int] = typer.Option(None, help="Search steps (one weight update + one architecture update each)."),
+    batch: Optional[int] = typer.Option(None, help="Global batch size."),
+    degradation: Optional[str] = typer.Option(None, help="awgn:25, awgn:0-75, jpeg:10-90, rain, camera, …"),
+    channels: Optional[int] = typer.Option(None, help="1 = gray, 3 = colour."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    seed: Optional[int] = typer.Option(None),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Search an architecture (MoD-NAS or HiNAS supernet) and write RUN/genotype.json. Resumes if RUN has a checkpoint.
+
+    Example: restore search --preset cpu-modnas --data ../shared/data/train/Train400 --run runs/search
+    """
+    from restore.search import make_config
+    from restore.search import search as run_search
+    from restore.search.config import SPACES
+    from restore.search.searcher import NO_DATA
+
+    if space is not None and space not in SPACES:
+        raise RestoreError(f"--space must be one of {', '.join(SPACES)}, got {space!r}")
+    overrides = dict(
+        train_dirs=[str(p) for p in data] if data else None,
+        steps=steps, batch=batch, degradation=degradation, channels=channels, threads=threads, seed=seed,
+    )
+    saved = run / "config.json"
+    if preset is None and config is None and saved.exists():  # resuming: the run's own config
+        cfg = make_config(None, saved, **overrides)
+    else:
+        cfg = make_config(preset or f"cpu-{space or 'modnas'}", config, **overrides)
+    if space is not None and cfg.space != space:
+        raise RestoreError(f"the config searches the {cfg.space} space but --space is {space}; pick a {space} preset")
+    if not cfg.train_dirs:
+        raise RestoreError(NO_DATA)
+    summary = run_search(cfg, run, show_progress=progress)
+    best = summary["best_val_psnr"]
+    where = f"best Train V PSNR {best:.2f} dB at step {summary['best_step']}" if best is not None else "no post-warm-up evaluation"
+    typer.echo(f"genotype: {summary['genotype']} ({where})")
+    typer.echo(summary["description"])
+
+
+# ------------------------------------------------------------------------------- restore
+
+TileOpt = typer.Option(64, "--tile", help="Tile size for patch inference (the papers use 64).")
+OverlapOpt = typer.Option(16, "--overlap", help="Overlap between tiles, blended with smooth weights.")
+
+
+def _tile_config(tile: int, overlap: int, no_tile: bool, batch: int = 16):
+    from restore.runtime.tiling import TileConfig
+
+    return TileConfig(tile=None if no_tile else tile, overlap=overlap, batch_size=batch)
+
+
+def _run_task(task: str, inputs: List[str], output_dir: Optional[Path], model: Optional[str], sigma: Optional[float],
+              tile: int, overlap: int, no_tile: bool, backend: str, device: str, overwrite: bool, max_pixels: int,
+              onnx_file: Optional[Path]) -> None:
+    from restore.pipeline import restore_files
+
+    report = restore_files(
+        task, inputs, output_dir=output_dir, model=model, sigma=sigma, tile=_tile_config(tile, overlap, no_tile),
+        backend=backend, device=device, overwrite=overwrite, max_pixels=max_pixels, onnx_path=onnx_file,
+        echo=lambda line: typer.echo(line),
+    )
+    if report.failed:
+        _fail(f"{len(report.failed)} of {report.total} file(s) failed", code=1)
+
+
+def _task_command(task: str, summary: str, sigma_help: Optional[str]):
+    def command(
+        inputs: List[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
+        output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where to write NAME_<task>.png (default: beside each input)."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Zoo model name or training run folder (default: the task's shipped model)."),
+        sigma: Optional[float] = typer.Option(None, "--sigma", "-s", help=sigma_help or "Not used by this task.", hidden=sigma_help is None),
+        tile: int = TileOpt,
+        overlap: int = OverlapOpt,
+        no_tile: bool = typer.Option(False, "--no-tile", help="Run each image whole (more memory)."),
+        backend: str = typer.Option("torch", "--backend", "-b", help="torch, onnx (ONNX Runtime) or tensorrt."),
+        device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing existing files (including the input)."),
+        max_pixels: int = typer.Option(100_000_000, "--max-pixels", help="Refuse images with more pixels than this."),
+        onnx_file: Optional[Path] = typer.Option(None, "--onnx-file", help="With --backend onnx/tensorrt: an exported model to run."),
+    ):
+        _run_task(task, inputs, output_dir, model, sigma, tile, overlap, no_tile, backend, device, overwrite, max_pixels, onnx_file)
+
+    command.__doc__ = summary
+    return user_errors(command)
+
+
+app.command("denoise")(_task_command(
+    "denoise",
+    "Remove noise. Blind by default: σ is estimated per image; --sigma overrides.\n\nExample: restore denoise photo.png -o out/",
+    "Noise level on the 0–255 scale (default: estimated from each image).",
+))
+app.command("derain")(_task_command("derain", "Remove rain streaks.\n\nExample: restore derain rainy.png", None))
+app.command("deblock")(_task_command("deblock", "Remove JPEG compression artifacts.\n\nExample: restore deblock photo.jpg", None))
+
+
+# ------------------------------------------------------------------------------- eval
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    folder: Path = typer.Argument(..., help="Folder of clean test images."),
+    degradation: str = typer.Option("awgn:25", "--degradation", "-d", help="Synthetic degradation at fixed seeds: awgn:25, jpeg:20, rain, camera…"),
+    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Zoo name, run folder, dncnn:WEIGHTS, bm3d. Repeat for a side-by-side table."),
+    task: str = typer.Option("denoise", help="Task used to pick the default model."),
+    channels: int = typer.Option(1, help="1 = evaluate on gray, 3 = on colour."),
+    clean_dir: Optional[Path] = typer.Option(None, help="Real pairs: FOLDER holds degraded images, this folder the clean ones (same names)."),
+    sigma: str = typer.Option("known", help="For σ-conditioned denoisers: 'known' (the test σ) or 'estimate' (blind)."),
+    crop: int = typer.Option(0, help="Border pixels left out of PSNR/SSIM."),
+    y_channel: bool = typer.Option(False, "--y", help="Score colour images on the Y channel."),
+    tile: int = TileOpt,
+    overlap: int = OverlapOpt,
+    use_tiles: bool = typer.Option(False, "--tiled/--whole", help="Score tiled inference instead of whole-image inference."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N images."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write per-image results as JSON."),
+    per_image: bool = typer.Option(False, "--per-image", help="Print every image, not just the means."),
+):
+    """PSNR/SSIM of models over a folder, side by side, at deterministic degradations."""
+    from restore.evaluate import EvalOptions, evaluate_models, render_markdown
+
+    options = EvalOptions(degradation=degradation, channels=channels, crop=crop, y_channel=y_channel,
+                          sigma_mode=sigma, tile=_tile_config(tile, overlap, not use_tiles), limit=limit,
+                          clean_dir=clean_dir, task=task)
+    result = evaluate_models(folder, model or [None], options, progress=True)
+    table = render_markdown(result, per_image=per_image)
+    typer.echo(table)
+    if markdown:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(table + "\n", encoding="utf-8")
+    if json_out:
+        import json
+
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------- info / models
+
+
+@app.command()
+@user_errors
+def info(
+    model: Optional[str] = typer.Argument(None, help="Zoo model, preset, genotype JSON or run folder."),
+    presets: bool = typer.Option(False, "--presets", help="List the architecture presets."),
+    size: int = typer.Option(256, help="Image side used for the FLOPs count."),
+):
+    """Architecture, parameters and FLOPs of a model, preset or genotype file."""
+    from restore.inspect import describe_model, list_preset_lines
+
+    if presets or model is None:
+        for line in list_preset_lines():
+            typer.echo(line)
+        return
+    for line in describe_model(model, size=size):
+        typer.echo(line)
+
+
+@app.command()
+@user_errors
+def models():
+    """List the shipped models (task, channels, range, quality)."""
+    from restore.inspect import model_table
+
+    typer.echo(model_table())
+
+
+# ------------------------------------------------------------------------------- app
+
+
+@app.command("app")
+@user_errors
+def app_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 = every interface)."),
+    port: int = typer.Option(7860, "--port", help="Port to serve on."),
+    share: bool = typer.Option(False, "--share/--no-share", help="Also open a temporary public gradio.live link."),
+    backend: str = typer.Option("torch", "--backend", "-b", help="torch or onnx (ONNX Runtime)."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    tile: int = TileOpt,
+    overlap: int = OverlapOpt,
+    max_pixels: int = typer.Option(16_000_000, "--max-pixels", help="Refuse uploads with more pixels than this."),
+    max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", help="Refuse uploads larger than this (MB)."),
+    concurrency: int = typer.Option(1, "--concurrency", min=1, max=8, help="Requests restored at the same time (1–2 on CPU)."),
+    queue_size: int = typer.Option(16, "--queue-size", min=1, help="Requests allowed to wait; more are turned away."),
+):
+    """Open the web demo: upload an image, restore it, compare before/after.
+
+    Needs gradio, from the package's app extra. Example: restore app --port 7860
+    """
+    from restore.app import AppService, Limits, launch, require_gradio
+
+    if backend not in ("torch", "onnx"):
+        raise RestoreError(f"unknown backend {backend!r} for the app (choose torch or onnx)")
+    if max_pixels < 1 or max_upload_mb <= 0:
+        raise RestoreError("--max-pixels and --max-upload-mb must be positive")
+    require_gradio()
+    limits = Limits(max_pixels=max_pixels, max_upload_bytes=int(max_upload_mb * 2**20))
+    service = AppService(backend=backend, device=device, tile=_tile_config(tile, overlap, False), limits=limits)
+    typer.echo(f"restore app on http://{host}:{port} (Ctrl+C to stop)")
+    launch(service, host=host, port=port, share=share, concurrency=concurrency, queue_size=queue_size, quiet=True)
+
+
+# ------------------------------------------------------------------------------- export / bench
+
+
+def _onnx_out_path(out: Optional[Path], name: str, fp16: bool) -> Path:
+    """-o FILE.onnx is the file; any other -o is a folder; default: ./NAME.onnx."""
+    filename = f"{name}{'-fp16' if fp16 else ''}.onnx"
+    if out is None:
+        return Path(filename)
+    return out if out.suffix == ".onnx" else out / filename
+
+
+def _export_engine(onnx_path: Path, size_multiple: int, tile: int, fp16: bool) -> None:
+    from restore.export.tensorrt import build_engine, profile_hw, require_tensorrt
+
+    trt = require_tensorrt()
+    min_hw, opt_hw, max_hw = profile_hw(tile, size_multiple)
+    engine = build_engine(onnx_path, onnx_path.with_suffix(".engine"), min_hw=min_hw, opt_hw=opt_hw, max_hw=max_hw,
+                          fp16=fp16, timing_cache=onnx_path.parent / "timing.cache")
+    typer.echo(f"wrote {engine} ({engine.stat().st_size / 1e6:.2f} MB, TensorRT {trt.__version__}, "
+               f"H×W from {min_hw[0]} to {max_hw[0]}, optimised for {opt_hw[0]})")
+
+
+@app.command()
+@user_errors
+def export(
+    model: Optional[str] = typer.Argument(None, help="Zoo model, preset (modnas-b), genotype JSON or training run folder (default: the default denoiser)."),
+    to_onnx: bool = typer.Option(False, "--onnx", help="Write an ONNX graph, checked for parity in ONNX Runtime."),
+    to_trt: bool = typer.Option(False, "--trt", help="Also build a TensorRT engine (needs TensorRT and an NVIDIA GPU)."),
+    opset: int = typer.Option(19, "--opset", help="ONNX opset (19 or newer)."),
+    dcn: str = typer.Option("deformconv", "--dcn", help="DCN layers as ONNX DeformConv, or 'decomposed' (GridSample→Mul→Conv) for runtimes without it."),
+    fp16: bool = typer.Option(False, "--fp16", help="float16 weights and activations (input and output stay float32)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .onnx file, or a folder (default: ./MODEL.onnx)."),
+    tile: int = typer.Option(64, "--tile", help="Tile size the model will run at (metadata; TensorRT's optimal shape)."),
+):
+    """Export a model for deployment: ONNX (with a parity check against PyTorch) and/or TensorRT.
+
+    Example: restore export modnas-b --onnx -o exports/
+    """
+    from restore.export.onnx import (FP16_ATOL, check_parity, example_image, export_onnx, has_dcn, model_metadata,
+                                     module_in_channels, parity_inputs, resolve_model_source)
+
+    if not (to_onnx or to_trt):
+        raise RestoreError("say what to export: --onnx and/or --trt")
+    if to_trt and not to_onnx:
+        from restore.export.tensorrt import require_tensorrt
+
+        require_tensorrt()  # before the slow export, since nothing else was asked for
+    module, entry, note = resolve_model_source(model)
+    if note:
+        typer.echo(note)
+    path = _onnx_out_path(out, entry.name, fp16)
+    in_channels, multiple = module_in_channels(module), int(getattr(module, "size_multiple", 1))
+    export_onnx(module, path, in_channels=in_channels, opset=opset, dcn=dcn, fp16=fp16,
+                metadata=model_metadata(module, entry=entry, tile=tile))
+    dcn_used = dcn if has_dcn(module) else "none (no DCN layers)"
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB, opset {opset}, dcn {dcn_used}, "
+               f"{'fp16' if fp16 else 'fp32'}, dynamic N×{in_channels}×H×W, H and W multiples of {multiple})")
+    inputs = parity_inputs(in_channels, entry.noise_map, multiple, example_image())
+    report = check_parity(module, path, inputs, atol=FP16_ATOL if fp16 else 1e-4)
+    typer.echo(f"parity with PyTorch (ONNX Runtime on {', '.join(report.providers)}, atol {report.atol:g}):")
+    typer.echo(report.table())
+    report.raise_on_failure()
+    if to_trt:
+        _export_engine(path, multiple, tile, fp16)
+
+
+_BENCH_BACKENDS = {"torch": "torch", "onnx": "onnx", "onnxruntime": "onnx", "tensorrt": "tensorrt", "trt": "tensorrt"}
+
+
+@app.command()
+@user_errors
+def bench(
+    model: Optional[str] = typer.Argument(None, help="Zoo model, preset, genotype JSON or run folder (default: the default denoiser)."),
+    backend: str = typer.Option("torch", "--backend", "-b", help="torch, onnx (ONNX Runtime) or tensorrt."),
+    size: int = typer.Option(256, "--size", help="Image side in pixels (rounded up to the model's size multiple)."),
+    tile: int = typer.Option(64, "--tile", help="Tile size of the tiled run."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Timed runs after 2 warm-up runs; the median is reported."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch and ONNX Runtime."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+):
+    """Speed of a model on one backend: parameters, FLOPs per megapixel, whole-image and tiled latency.
+
+    Example: restore bench modnas-b --backend onnx --size 512 --threads 4
+    """
+    import json
+    from dataclasses import asdict
+
+    import torch
+
+    from restore.export.onnx import module_in_channels, resolve_model_source
+    from restore.restorer import make_backend
+    from restore.runtime.profile import measure_latency, profile_module
+    from restore.runtime.tiling import TileConfig, count_tiles, restore_tensor
+
+    kind = _BENCH_BACKENDS.get(backend.lower())
+    if kind is None:
+        raise RestoreError(f"unknown backend {backend!r} (choose torch, onnx or tensorrt)")
+    if size < 1 or tile < 1:
+        raise RestoreError("--size and --tile must be positive")
+    if threads:
+        torch.set_num_threads(threads)
+    module, entry, note = resolve_model_source(model)
+    if note:
+        typer.echo(note)
+    in_channels, multiple = module_in_channels(module), int(getattr(module, "size_multiple", 1))
+    side = -(-size // multiple) * multiple
+    cost = profile_module(module, in_channels, side)  # before the backend takes the module
+    runner = make_backend(kind, module, device=device, entry=entry)
+    x = torch.rand(1, in_channels, side, side, generator=torch.Generator().manual_seed(0))
+    if entry.noise_map:
+        x[:, -1] = 25 / 255
+    config = TileConfig(tile=tile, overlap=min(16, tile // 4))
+    whole = measure_latency(runner, x.to(runner.device), repeats=repeats)
+    tiled = measure_latency(lambda t: restore_tensor(runner, t, config=config, size_multiple=multiple), x,
+                            repeats=repeats)
+    tiles = count_tiles(side, side, config, multiple)
+    typer.echo(f"{entry.name} · {runner.describe()}")
+    typer.echo(f"params {cost.params / 1e6:.3f} M · {cost.flops_per_mp / 1e9:.2f} GFLOPs per megapixel")
+    for label, stats in ((f"whole {side}×{side}", whole), (f"tiled ({tiles} tiles of {tile})", tiled)):
+        typer.echo(f"{label:<24} median {stats.median_ms:9.2f} ms · min {stats.min_ms:9.2f} ms · "
+                   f"{stats.megapixels_per_s:7.2f} MP/s")
+    if json_out:
+        result = dict(model=entry.name, backend=kind, runs_on=runner.describe(), params=cost.params,
+                      flops_per_megapixel=cost.flops_per_mp, size=side, tile=tile, tiles=tiles,
+                      threads=torch.get_num_threads(), whole=asdict(whole), tiled=asdict(tiled))
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Files in, files out: the CLI's restore commands over many inputs.
+
+Each file is independent: a bad file is reported in one line and skipped, the others are
+processed, and a summary is printed. Inputs are never overwritten unless asked, and every
+output is written atomically (see restore.io), so an interrupted run leaves no partial file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from restore.errors import RestoreError
+from restore.io import expand_inputs, output_path_for, read_image, save_like
+from restore.runtime.tiling import TileConfig
+
+OUTPUT_TASK_NAMES = {"denoise": "denoise", "denoise-real": "denoise", "derain": "derain", "deblock": "deblock"}
+
+
+@dataclass
+class Report:
+    total: int = 0
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _plan_output(src: Path, task: str, output_dir: Path | None, overwrite: bool) -> Path:
+    dst = output_path_for(src, OUTPUT_TASK_NAMES.get(task, task), output_dir)
+    if dst.resolve() == src.resolve() and not overwrite:
+        raise RestoreError(f"output {dst} would replace the input; pass --overwrite to allow it")
+    if dst.exists() and not overwrite:
+        raise RestoreError(f"{dst} already exists; pass --overwrite to replace it")
+    return dst
+
+
+class _RestorerCache:
+    """One restorer per image type (gray/colour) so mixed folders get the right default."""
+
+    def __init__(self, task, model, **kwargs):
+        self.task, self.model, self.kwargs, self.cache = task, model, kwargs, {}
+
+    def get(self, channels: int):
+        from restore.restorer import load
+
+        key = channels if self.model is None else "named"
+        if key not in self.cache:
+            self.cache[key] = load(self.model, task=self.task, channels=channels, **self.kwargs)
+        return self.cache[key]
+
+
+def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: str | None = None,
+                  sigma: float | None = None, tile: TileConfig | None = None, backend: str = "torch",
+                  device: str = "auto", overwrite: bool = False, max_pixels: int | None = None,
+                  onnx_path: Path | None = None, echo: Callable[[str], None] = print) -> Report:
+    paths = expand_inputs(inputs)
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        if output_dir.exists() and not output_dir.is_dir():
+            raise RestoreError(f"--output-dir {output_dir} is a file, not a folder")
+    restorers = _RestorerCache(task, model, backend=backend, device=device, tile=tile, onnx_path=onnx_path)
+    report = Report(total=len(paths))
+    single = len(paths) == 1
+    for src in _progress(paths, enabled=not single):
+        try:
+            dst = _plan_output(src, task, output_dir, overwrite)
+            image = read_image(src, max_pixels=max_pixels)
+            restorer = restorers.get(image.pixels.shape[2])
+            out = restorer.restore_array(image.pixels, sigma=sigma)
+            save_like(dst, out, image, overwrite=overwrite)
+        except RestoreError as exc:
+            if single:
+                raise
+            report.failed.append((str(src), str(exc)))
+            echo(f"skipped {src}: {exc}")
+            continue
+        report.written.append(dst)
+        info = restorer.last
+        sigma_note = f", σ {'=' if sigma is not None else '≈'}{info.sigma:.1f}" if info.sigma is not None else ""
+        echo(f"{src} → {dst}  ({restorer.name}{sigma_note}, {info.seconds:.2f} s)")
+    if not single:
+        echo(f"{len(report.written)} restored, {len(report.failed)} failed, of {report.total} file(s)")
+    return report
+
+
+def _progress(items, enabled: bool):
+    if not enabled:
+        yield from items
+        return
+    from rich.progress import track
+
+    yield from track(items, description="restoring", transient=True)

@@ -1,0 +1,209 @@
+"""`Restorer`: a model plus the runtime that applies it to whole images.
+
+It accepts numpy arrays (H×W or H×W×C, float in [0,1] or uint8/uint16), PIL images and
+tensors (C×H×W or N×C×H×W in [0,1]) and returns the same kind. Inside, it handles what a
+user should not have to think about: gray models on colour images (channel by channel),
+colour models on gray images, the σ map of noise-level-conditioned models (σ estimated
+from the image unless given), tiling, the backend, clamping to [0, 1].
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from restore.errors import RestoreError
+from restore.runtime.backends import TorchBackend
+from restore.runtime.noise import append_noise_map, estimate_sigma
+from restore.runtime.tiling import TileConfig, restore_tensor
+from restore.zoo.registry import ModelEntry, default_entry, get_entry, load_network, load_weights
+
+
+@dataclass
+class RunInfo:
+    """What the last call did: σ used, time, backend — shown by the CLI and the app."""
+
+    sigma: float | None = None
+    seconds: float = 0.0
+    backend: str = ""
+    tiles: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def make_backend(kind: str, module: nn.Module, *, device: str, entry: ModelEntry, onnx_path: str | Path | None = None):
+    """torch | onnx | tensorrt — the heavy ones are imported only when asked for."""
+    if kind == "torch":
+        return TorchBackend(module, device=device)
+    if kind == "onnx":
+        from restore.export.ort_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend.for_model(module, entry=entry, device=device, onnx_path=onnx_path)
+    if kind == "tensorrt":
+        from restore.export.tensorrt import TensorRTBackend
+
+        return TensorRTBackend.for_model(module, entry=entry, device=device, onnx_path=onnx_path)
+    raise RestoreError(f"unknown backend {kind!r} (choose torch, onnx or tensorrt)")
+
+
+class Restorer:
+    def __init__(self, module: nn.Module, entry: ModelEntry, *, backend: str = "torch", device: str = "auto",
+                 tile: TileConfig | None = None, onnx_path: str | Path | None = None):
+        self.entry = entry
+        self.module = module.eval()
+        self.size_multiple = int(getattr(module, "size_multiple", 1))
+        self.tile = tile if tile is not None else TileConfig()
+        self.backend = make_backend(backend, module, device=device, entry=entry, onnx_path=onnx_path)
+        self.last = RunInfo()
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def task(self) -> str:
+        return self.entry.task
+
+    @property
+    def channels(self) -> int:
+        return self.entry.channels
+
+    def profile(self, size: int = 256):
+        from restore.runtime.profile import profile_module
+
+        return profile_module(self.module, self.channels + int(self.entry.noise_map), size=size)
+
+    # ---------------------------------------------------------------- calls
+    def __call__(self, image, *, sigma: float | None = None, progress=None):
+        """Restore numpy / PIL / tensor input; returns the same kind."""
+        if isinstance(image, torch.Tensor):
+            return self._restore_tensor_input(image, sigma=sigma, progress=progress)
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover - pillow is a base dependency
+            Image = None
+        if Image is not None and isinstance(image, Image.Image):
+            return self._restore_pil(image, sigma=sigma, progress=progress)
+        if isinstance(image, np.ndarray):
+            return self._restore_numpy(image, sigma=sigma, progress=progress)
+        raise RestoreError(f"cannot restore a {type(image).__name__}: pass a numpy array, PIL image or tensor")
+
+    def restore_array(self, pixels: np.ndarray, *, sigma: float | None = None, progress=None) -> np.ndarray:
+        """H×W×C float32 in [0,1] → H×W×C float32 in [0,1] (C = 1 or 3)."""
+        if pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
+            raise RestoreError(f"expected an H×W×C image with 1 or 3 channels, got shape {pixels.shape}")
+        t0 = time.perf_counter()
+        x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)).unsqueeze(0)
+        batch, merge = self._fit_channels(x)
+        used_sigma = None
+        if self.entry.noise_map:
+            used_sigma = float(sigma) if sigma is not None else estimate_sigma(pixels)
+            batch = append_noise_map(batch, used_sigma)
+        elif sigma is not None and self.task.startswith("denoise"):
+            raise RestoreError(f"model {self.name!r} is trained for one noise level and takes no --sigma")
+        out = restore_tensor(self.backend, batch, config=self.tile, size_multiple=self.size_multiple,
+                             out_channels=self.channels, progress=progress)
+        result = merge(out).clamp_(0, 1)[0].numpy().transpose(1, 2, 0)
+        self.last = RunInfo(sigma=used_sigma, seconds=time.perf_counter() - t0, backend=self.backend.describe())
+        return np.ascontiguousarray(result)
+
+    def _fit_channels(self, x: torch.Tensor):
+        """Map the image's channels to the model's; return the batch and the inverse map."""
+        c = x.shape[1]
+        if c == self.channels:
+            return x, lambda y: y
+        if self.channels == 1:  # gray model, colour image: the three channels as a batch of three
+            return x.permute(1, 0, 2, 3), lambda y: y.permute(1, 0, 2, 3)
+        # colour model, gray image: replicate, then average back
+        return x.expand(-1, 3, -1, -1).contiguous(), lambda y: y.mean(dim=1, keepdim=True)
+
+    def _restore_numpy(self, image: np.ndarray, **kw) -> np.ndarray:
+        arr, kind = _to_unit_float(image)
+        squeeze = arr.ndim == 2
+        if squeeze:
+            arr = arr[..., None]
+        alpha = None
+        if arr.shape[2] in (2, 4):  # pass alpha through untouched
+            arr, alpha = arr[..., :-1], arr[..., -1:]
+        out = self.restore_array(arr, **kw)
+        if alpha is not None:
+            out = np.concatenate([out, alpha], axis=2)
+        if squeeze:
+            out = out[..., 0]
+        return _from_unit_float(out, kind)
+
+    def _restore_pil(self, image, **kw):
+        from PIL import Image
+
+        mode = image.mode
+        if mode not in ("L", "RGB", "RGBA", "LA"):
+            image = image.convert("RGBA" if "A" in mode or "transparency" in image.info else "RGB")
+        out = self._restore_numpy(np.asarray(image), **kw)
+        return Image.fromarray(out)
+
+    def _restore_tensor_input(self, t: torch.Tensor, **kw) -> torch.Tensor:
+        batched = t.ndim == 4
+        items = t if batched else t.unsqueeze(0)
+        outs = [torch.from_numpy(self.restore_array(x.detach().cpu().float().numpy().transpose(1, 2, 0), **kw).transpose(2, 0, 1).copy()) for x in items]
+        out = torch.stack(outs)
+        return (out if batched else out[0]).to(t.device)
+
+
+def _to_unit_float(image: np.ndarray) -> tuple[np.ndarray, np.dtype]:
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0, image.dtype
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0, image.dtype
+    if np.issubdtype(image.dtype, np.floating):
+        return image.astype(np.float32), image.dtype
+    raise RestoreError(f"unsupported array dtype {image.dtype}: use uint8, uint16 or float in [0, 1]")
+
+
+def _from_unit_float(image: np.ndarray, kind: np.dtype) -> np.ndarray:
+    if kind == np.uint8:
+        return np.round(image * 255.0).astype(np.uint8)
+    if kind == np.uint16:
+        return np.round(image * 65535.0).astype(np.uint16)
+    return image.astype(kind)
+
+
+# -------------------------------------------------------------------- loading
+
+
+def entry_for_run(run_dir: Path) -> tuple[ModelEntry, Path]:
+    """A training run directory as a model: its genotype, best (EMA) weights and task."""
+    import json
+
+    from restore.models.genotype import load_genotype
+
+    weights = next((run_dir / n for n in ("best.safetensors", "last.safetensors", "model.safetensors") if (run_dir / n).is_file()), None)
+    if weights is None or not (run_dir / "genotype.json").is_file():
+        raise RestoreError(f"{run_dir} has no genotype.json and weights (best/last/model.safetensors)")
+    g = load_genotype(run_dir / "genotype.json")
+    task = "denoise"
+    cfg_path = run_dir / "config.json"
+    if cfg_path.is_file():
+        degradation = json.loads(cfg_path.read_text()).get("degradation", "awgn")
+        task = {"awgn": "denoise", "camera": "denoise-real", "rain": "derain", "jpeg": "deblock"}.get(degradation.split(":")[0], "denoise")
+    entry = ModelEntry(name=run_dir.name, task=task, channels=g.in_channels, noise_map=g.noise_map, space=g.space)
+    return entry, weights
+
+
+def load(name: str | Path | None = None, *, task: str = "denoise", channels: int = 1, backend: str = "torch",
+         device: str = "auto", tile: TileConfig | None = None, onnx_path: str | Path | None = None) -> Restorer:
+    """A ready-to-use restorer: a zoo model name, a training run folder, or the task default."""
+    from restore.models.build import build
+    from restore.models.genotype import load_genotype
+
+    if name is not None and Path(str(name)).is_dir():
+        entry, weights = entry_for_run(Path(name))
+        module = load_weights(build(load_genotype(Path(name) / "genotype.json")), weights)
+    else:
+        entry = get_entry(str(name)) if name is not None else default_entry(task, channels)
+        module = load_network(entry)
+    return Restorer(module, entry, backend=backend, device=device, tile=tile, onnx_path=onnx_path)

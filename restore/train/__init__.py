@@ -1,0 +1,1 @@
+"""Training of derived networks: config, trainer, checkpoints, EMA, run directories."""

@@ -1,0 +1,1 @@
+"""The shipped model zoo: weights, genotypes and model cards inside the package."""

@@ -1,0 +1,248 @@
+"""The Gradio app: handlers called directly, then the served app through gradio_client.
+
+The zoo may be empty while models train, so most tests use a stand-in catalog whose
+"models" are fixed Gaussian blurs (a blur does raise PSNR at σ = 25). The shipped zoo is
+exercised when it has a denoiser.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from restore.app.handlers import AUTO, AppService, Limits, RestorerCache, ZooCatalog, degradation_spec, load_upload
+from restore.errors import RestoreError
+from restore.io import read_image
+from restore.metrics import psnr
+from restore.restorer import Restorer
+from restore.zoo.registry import ModelEntry
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "restore" / "examples"
+ARGS = dict(model=AUTO, auto_sigma=True, sigma=25, try_kind="none", try_sigma=25, try_quality=20)
+
+
+class Blur(nn.Module):
+    """5×5 Gaussian (s = 1) per channel; ignores a σ map channel if one is appended."""
+
+    size_multiple = 1
+
+    def __init__(self, channels: int):
+        super().__init__()
+        t = torch.arange(5.0) - 2
+        g = torch.exp(-(t**2) / 2)
+        kernel = torch.outer(g, g) / torch.outer(g, g).sum()
+        self.channels = channels
+        self.conv = nn.Conv2d(channels, channels, 5, padding=2, padding_mode="reflect", bias=False, groups=channels)
+        with torch.no_grad():
+            self.conv.weight.copy_(kernel.expand(channels, 1, 5, 5))
+
+    def forward(self, x):
+        return self.conv(x[:, : self.channels])
+
+
+class FakeCatalog:
+    ENTRIES = [
+        ModelEntry("test-blur", "denoise", 1, noise_map=True, level_range=(0, 75), default=True, description="a blur"),
+        ModelEntry("test-blur-fixed", "denoise", 1, description="a blur for one σ"),
+        ModelEntry("test-blur-rgb", "derain", 3, default=True, description="a colour blur"),
+    ]
+
+    def __init__(self):
+        self.loads = 0
+
+    def entries(self):
+        return list(self.ENTRIES)
+
+    def default(self, task, channels):
+        for e in self.ENTRIES:
+            if e.task == task and e.default:
+                return e
+        raise RestoreError(f"no shipped model for task {task!r} yet (see `restore models`)")
+
+    def load(self, entry, *, backend, device, tile):
+        self.loads += 1
+        return Restorer(Blur(entry.channels), entry, backend=backend, device=device, tile=tile)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    return AppService(catalog=FakeCatalog(), limits=Limits(max_pixels=1_000_000), output_dir=tmp_path_factory.mktemp("out"))
+
+
+def _clean(name="monarch.png"):
+    return read_image(EXAMPLES / name).pixels
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def test_model_choices_per_task(service):
+    assert service.model_choices("denoise") == [AUTO, "test-blur", "test-blur-fixed"]
+    assert service.model_choices("derain") == [AUTO, "test-blur-rgb"]
+    assert service.model_choices("deblock") == [AUTO]
+    assert service.describe("denoise", AUTO) == "auto → **test-blur**"
+    assert "no shipped model for task 'deblock'" in service.describe("deblock", AUTO)
+    with pytest.raises(RestoreError, match="no shipped model"):
+        service.resolve("deblock", AUTO, 3)
+
+
+def test_degradation_spec():
+    assert degradation_spec("none") is None
+    assert degradation_spec("Gaussian noise (σ)", sigma=25) == "awgn:25"
+    assert degradation_spec("JPEG compression (quality)", quality=10.0) == "jpeg:10"
+    assert degradation_spec("Rain streaks (heavy)") == "rain:heavy"
+    with pytest.raises(RestoreError):
+        degradation_spec("fog")
+
+
+def test_try_it_denoise_improves_psnr(service):
+    steps = []
+    r = service.run(EXAMPLES / "monarch.png", task="denoise", degradation="awgn:25", progress=lambda f, m: steps.append(f))
+    assert r.after.shape == r.before.shape == (256, 256)
+    assert r.metrics["psnr_out"] > r.metrics["psnr_in"] + 3 and r.metrics["ssim_out"] > r.metrics["ssim_in"]
+    assert 20 <= r.sigma <= 30  # estimated
+    assert steps[-1] == 1.0 and steps == sorted(steps)
+    saved = read_image(r.download)
+    assert r.download.suffix == ".png" and saved.pixels.shape == (256, 256, 1)
+    assert "PSNR" in r.summary and "parameters" in r.summary and "GFLOPs/MP" in r.summary
+    again = service.run(EXAMPLES / "monarch.png", task="denoise", degradation="awgn:25")
+    assert again.metrics == r.metrics  # try-it noise is seeded
+
+
+def test_denoise_uploaded_noisy_image(service):
+    r = service.run(EXAMPLES / "monarch_noisy_s25.png", task="denoise", sigma=25)
+    clean = _clean()
+    assert r.after.shape == clean.shape[:2] and not r.metrics
+    assert psnr(r.after / 255.0, clean[..., 0], data_range=1.0) > psnr(r.before / 255.0, clean[..., 0], data_range=1.0) + 3
+    assert "σ = 25.0" in r.summary
+
+
+def test_colour_image_and_sigma_notes(service):
+    r = service.run(EXAMPLES / "birds_noisy_s25.png", task="denoise", model="test-blur-fixed", sigma=30)
+    assert r.after.shape == (321, 481, 3) and r.sigma is None
+    assert any("not used" in n for n in r.notes) and "channel by channel" in r.summary
+
+
+def test_restorer_cache_loads_once_under_concurrency():
+    catalog = FakeCatalog()
+    cache = RestorerCache(catalog, backend="torch", device="cpu", tile=None)
+    slots = []
+    threads = [threading.Thread(target=lambda: slots.append(cache.get(FakeCatalog.ENTRIES[0]))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert catalog.loads == 1 and len({id(s) for s in slots}) == 1
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: _write(d / "noise.png", np.random.default_rng(0).bytes(4096)), "cannot read the upload"),
+    (lambda d: _write(d / "notes.txt", b"just some text\n" * 20), "cannot read the upload"),
+    (lambda d: _write(d / "empty.png", b""), "empty"),
+    (lambda d: d / "missing.png", "no such file"),
+    (lambda d: None, "upload an image"),
+])
+def test_bad_uploads_give_one_clear_line(service, tmp_path, make, message):
+    path = make(tmp_path)
+    with pytest.raises(RestoreError) as info:
+        service.run(path, task="denoise")
+    text = str(info.value)
+    assert message in text and "\n" not in text and str(tmp_path) not in text
+
+
+def test_upload_limits(tmp_path):
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.new("L", (1200, 1000)).save(big)
+    with pytest.raises(RestoreError, match=r"1200×1000 = 1\.2 MP, above the limit of 1 MP$"):
+        load_upload(big, Limits(max_pixels=1_000_000))
+    with pytest.raises(RestoreError, match="above the upload limit"):
+        load_upload(big, Limits(max_upload_bytes=100))
+    tiny = tmp_path / "tiny.png"
+    Image.new("L", (8, 8)).save(tiny)
+    with pytest.raises(RestoreError, match="at least 16×16"):
+        load_upload(tiny, Limits())
+
+
+def test_shipped_zoo_denoiser(tmp_path):
+    try:
+        ZooCatalog().default("denoise", 1)
+    except RestoreError:
+        pytest.skip("the zoo has no denoising model yet")
+    r = AppService(output_dir=tmp_path).run(EXAMPLES / "monarch.png", task="denoise", degradation="awgn:25")
+    assert r.metrics["psnr_out"] > r.metrics["psnr_in"] + 3
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_help_does_not_import_gradio():
+    import subprocess
+
+    code = ("import sys; from typer.testing import CliRunner; from restore.cli import app; "
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0 and ' app ' in r.output; "
+            "assert 'gradio' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_cli_app_without_gradio(monkeypatch):
+    from typer.testing import CliRunner
+
+    from restore.cli import app
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # makes `import gradio` fail
+    r = CliRunner().invoke(app, ["app", "--port", "1"])
+    assert r.exit_code == 2 and "pip install 'restore[app]'" in r.output
+
+
+# --------------------------------------------------------------------------- served app
+
+
+@pytest.fixture(scope="module")
+def served(service):
+    pytest.importorskip("gradio")
+    from restore.app import launch
+
+    demo, url = launch(service, port=free_port(), prevent_thread_lock=True, quiet=True)
+    yield url
+    demo.close()
+
+
+def test_served_app_via_client(served, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(served, verbose=False, download_files=str(tmp_path))
+    (before, after), summary, download = client.predict(
+        handle_file(str(EXAMPLES / "monarch_noisy_s25.png")), "denoise", **ARGS, api_name="/restore")
+    clean = _clean()[..., 0]
+    noisy, restored = (np.asarray(read_image(p).pixels[..., 0]) for p in (before, after))
+    assert restored.shape == clean.shape == read_image(download).pixels.shape[:2]
+    assert psnr(restored, clean, data_range=1.0) > psnr(noisy, clean, data_range=1.0) + 3
+    assert "This request" in summary
+
+    bad = _write(tmp_path / "bad.png", b"not an image at all")
+    with pytest.raises(Exception, match="cannot read the upload"):
+        client.predict(handle_file(str(bad)), "denoise", **ARGS, api_name="/restore")
+    # the server survived and still answers
+    _, summary, _ = client.predict(handle_file(str(EXAMPLES / "monarch.png")), "denoise",
+                                   **{**ARGS, "try_kind": "Gaussian noise (σ)"}, api_name="/restore")
+    assert "| restored |" in summary

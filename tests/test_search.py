@@ -1,0 +1,209 @@
+"""Architecture search: splits, warm-up, end-to-end tiny searches, exact resume, 2 processes, CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+
+import pytest
+import torch
+
+from restore.errors import RestoreError
+from restore.models.build import build
+from restore.models.genotype import load_genotype
+from restore.search import Searcher, list_presets, make_config, search, split_images
+from restore.train.checkpoint import load_state
+
+
+@pytest.fixture(scope="module")
+def few_images(shared_dir, tmp_path_factory):
+    """12 Train400 images: V gets 1, W 6, A 5."""
+    src = sorted((shared_dir / "data" / "train" / "Train400").glob("*.png"))[:12]
+    folder = tmp_path_factory.mktemp("few")
+    for p in src:
+        shutil.copy(p, folder / p.name)
+    return folder
+
+
+def tiny(space: str, data, **kw):
+    # one thread: these nets are far too small to gain from more, and the CPU is shared
+    return make_config(f"tiny-{space}", train_dirs=[str(data)], **{"threads": 1, **kw})
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    """Searcher sets torch's thread count process-wide; give other tests theirs back."""
+    old = torch.get_num_threads()
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def modnas_run(few_images, tmp_path_factory):
+    """One uninterrupted tiny MoD-NAS search, the reference of several tests."""
+    old = torch.get_num_threads()
+    run = tmp_path_factory.mktemp("modnas-full")
+    summary = search(tiny("modnas", few_images), run, show_progress=False)
+    torch.set_num_threads(old)
+    return run, summary
+
+
+def arch_state(state: dict) -> dict:
+    return {k: v for k, v in state["model"].items() if k.split(".")[0] in ("alpha", "beta", "gamma", "delta_logit")}
+
+
+# ------------------------------------------------------------------------------- config
+
+
+def test_presets_load():
+    names = list_presets()
+    for name in ("paper-modnas", "paper-hinas", "paper-hinas-derain", "cpu-modnas", "cpu-hinas", "tiny-modnas", "tiny-hinas"):
+        assert name in names
+        cfg = make_config(name)
+        assert cfg.notes and cfg.warmup_steps < cfg.steps
+    assert make_config("paper-hinas").weight_optimizer == "sgd"
+    assert make_config("paper-modnas").arch_lr_min == 1e-5
+
+
+def test_bad_config_raises(tmp_path, few_images):
+    with pytest.raises(RestoreError, match="unknown key"):
+        make_config("tiny-modnas", bogus=1)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"space": "modnas", "stepz": 3}')
+    with pytest.raises(RestoreError, match="stepz"):
+        make_config(None, bad)
+    with pytest.raises(RestoreError, match="unknown search preset"):
+        make_config("nope")
+    with pytest.raises(RestoreError, match="beta_l1"):
+        make_config("tiny-hinas", beta_l1=0.1)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RestoreError, match="no images"):
+        Searcher(tiny("modnas", empty), tmp_path / "r1", show_progress=False)
+    with pytest.raises(RestoreError, match="patch"):
+        Searcher(tiny("modnas", few_images, patch=512), tmp_path / "r2", show_progress=False)
+
+
+def test_splits_disjoint(few_images, shared_dir):
+    s = split_images(tiny("modnas", few_images))
+    w, a, v = set(s.train_w), set(s.train_a), set(s.val)
+    assert not (w & a or w & v or a & v)
+    assert len(w | a | v) == 12 and len(v) == 1
+    full = split_images(tiny("hinas", shared_dir / "data" / "train" / "Train400"))
+    assert len(full.val) == 8 and abs(len(full.train_w) - len(full.train_a)) <= 1  # IR-NAS: 2 %, rest halved
+
+
+# ------------------------------------------------------------------------------- search
+
+
+def test_arch_updates_only_after_warmup(tmp_path, few_images):
+    s = Searcher(tiny("modnas", few_images), tmp_path, show_progress=False)
+    assert s.cfg.warmup_steps == 3
+    arch0 = [p.detach().clone() for p in s.arch]
+    weights0 = [p.detach().clone() for p in s.weights]
+    for _ in range(3):
+        s.train_step()
+    assert all(torch.equal(a, p) for a, p in zip(arch0, s.arch))
+    assert any(not torch.equal(w, p) for w, p in zip(weights0, s.weights))
+    s.train_step()
+    assert any(not torch.equal(a, p) for a, p in zip(arch0, s.arch))
+
+
+def check_search_outputs(run, summary, space: str, evaluations: int) -> None:
+    assert summary["finished"] and summary["best_step"] == 6
+    for name in ("genotype.json", "final_genotype.json", "best_genotype.json", "best_supernet.safetensors",
+                 "arch_log.jsonl", "metrics.csv", "checkpoint.safetensors", "config.json"):
+        assert (run / name).exists(), name
+    g = load_genotype(run / "genotype.json")
+    assert g.space == space
+    net = build(g).eval()
+    with torch.no_grad():
+        assert net(torch.rand(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+    log = (run / "arch_log.jsonl").read_text().splitlines()
+    assert len(log) == evaluations and '"genotype"' in log[-1] and '"alpha"' in log[-1]
+
+
+def test_modnas_search_end_to_end(modnas_run):
+    run, summary = modnas_run
+    check_search_outputs(run, summary, "modnas", evaluations=2)
+    assert '"delta"' in (run / "arch_log.jsonl").read_text()
+
+
+def test_hinas_search_end_to_end(tmp_path, few_images):
+    summary = search(tiny("hinas", few_images), tmp_path, show_progress=False)
+    check_search_outputs(tmp_path, summary, "hinas", evaluations=1)
+
+
+def test_resume_after_kill_matches_uninterrupted(tmp_path, few_images, modnas_run):
+    cfg, (full_run, _) = tiny("modnas", few_images), modnas_run
+
+    run = tmp_path / "killed"
+    search(cfg, run, show_progress=False, stop_at=4)
+    saved = (run / "checkpoint.safetensors").read_bytes()
+    search(cfg, run, show_progress=False, stop_at=5)  # step 5 logged, then "killed" before its checkpoint
+    (run / "checkpoint.safetensors").write_bytes(saved)
+
+    s = Searcher(cfg, run, show_progress=False)
+    summary = s.fit()
+    assert summary["finished"]
+    full, resumed = load_state(full_run / "checkpoint.safetensors"), load_state(run / "checkpoint.safetensors")
+    for k, v in full["model"].items():
+        assert torch.allclose(v, resumed["model"][k], atol=1e-6), k
+    assert full["best"] == resumed["best"]
+    steps = [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == ["1", "2", "3", "4", "5", "6"]  # the replayed step is not logged twice
+    assert (run / "genotype.json").read_text() == (full_run / "genotype.json").read_text()
+
+
+# ------------------------------------------------------------------------------- two processes
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, cfg, run) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    try:
+        search(cfg, run, show_progress=False)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_two_processes_match_one(tmp_path, few_images, modnas_run):
+    """Each process takes one of the 2 items of the global batch; gradients are averaged."""
+    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), tiny("modnas", few_images), tmp_path / "two"),
+                                nprocs=2, join=True)
+    one = arch_state(load_state(modnas_run[0] / "checkpoint.safetensors"))
+    two = arch_state(load_state(tmp_path / "two" / "checkpoint.safetensors"))
+    assert one.keys() == two.keys() and one
+    for k in one:
+        assert torch.allclose(one[k], two[k], atol=1e-5), k
+
+
+# ------------------------------------------------------------------------------- CLI
+
+
+def test_cli_search(tmp_path, few_images):
+    from typer.testing import CliRunner
+
+    from restore.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["search", "--preset", "tiny-modnas", "--data", str(few_images),
+                                 "--run", str(tmp_path / "run"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "genotype.json").exists()
+    assert "genotype.json" in result.output and "MoD-NAS" in result.output
+
+    result = runner.invoke(app, ["search", "--preset", "tiny-modnas", "--run", str(tmp_path / "nodata")])
+    assert result.exit_code != 0
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "--data" in lines[0]
