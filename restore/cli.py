@@ -288,7 +288,7 @@ def app_command(
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     tile: int = TileOpt,
     overlap: int = OverlapOpt,
-    max_pixels: int = typer.Option(16_000_000, "--max-pixels", help="Refuse uploads with more pixels than this."),
+    max_pixels: int = typer.Option(4_000_000, "--max-pixels", help="Refuse uploads with more pixels than this (CPU time grows with it)."),
     max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", help="Refuse uploads larger than this (MB)."),
     concurrency: int = typer.Option(1, "--concurrency", min=1, max=8, help="Requests restored at the same time (1–2 on CPU)."),
     queue_size: int = typer.Option(16, "--queue-size", min=1, help="Requests allowed to wait; more are turned away."),
@@ -306,8 +306,9 @@ def app_command(
     require_gradio()
     limits = Limits(max_pixels=max_pixels, max_upload_bytes=int(max_upload_mb * 2**20))
     service = AppService(backend=backend, device=device, tile=_tile_config(tile, overlap, False), limits=limits)
-    typer.echo(f"restore app on http://{host}:{port} (Ctrl+C to stop)")
-    launch(service, host=host, port=port, share=share, concurrency=concurrency, queue_size=queue_size, quiet=True)
+    typer.echo(f"starting the restore app on http://{host}:{port} (Ctrl+C to stop)")
+    # gradio itself prints the public link when sharing
+    launch(service, host=host, port=port, share=share, concurrency=concurrency, queue_size=queue_size, quiet=not share)
 
 
 # ------------------------------------------------------------------------------- export / bench

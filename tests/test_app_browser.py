@@ -25,7 +25,11 @@ from restore.errors import RestoreError
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (apt-get install chromium)")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (apt-get install chromium)"),
+    pytest.mark.filterwarnings("ignore::Warning:gradio.queueing"),
+]
 
 
 class Browser:
@@ -148,7 +152,7 @@ def browser(tmp_path):
 LOADED = "img => img.complete && img.naturalWidth > 0"
 
 
-def test_upload_restore_and_screenshot(app_url, browser, tmp_path):
+def test_upload_restore_and_screenshot(browser, app_url, tmp_path):
     browser.send("Page.navigate", url=app_url)
     browser.wait_for("!!document.querySelector('#input-image input[type=file]')")
 

@@ -39,19 +39,16 @@ from restore.runtime.tiling import TileConfig, restore_tensor  # noqa: E402
 from restore.zoo.registry import ModelEntry  # noqa: E402
 
 DCN_MODES = ("deformconv", "decomposed")
-HINAS_DCN = HiNASGenotype(
-    cell=(Node((0, 1), ("def_conv_3x3", "skip")), Node((1, 2), ("def_conv_3x3", "conv_3x3"))),
-    widths=(0, 1), base_width=4, stem_channels=8, aspp=False, name="hinas-dcn-tiny")
+HINAS_DCN = HiNASGenotype(cell=(Node((0, 1), ("def_conv_3x3", "conv_3x3")),), widths=(1,), base_width=4,
+                          stem_channels=8, aspp=False, name="hinas-dcn-tiny")
 
 
 def _op_types(path) -> set[str]:
     return {n.op_type for n in onnx.load(str(path)).graph.node}
 
 
-def _hinas_dcn_net() -> torch.nn.Module:
-    """Tiny HiNAS net with DCN whose offsets and BN statistics are far from their init."""
-    torch.manual_seed(0)
-    net = build(HINAS_DCN).eval()
+def _perturb(net: torch.nn.Module) -> torch.nn.Module:
+    """Move DCN offsets and BN statistics far from their init (zero offsets test little)."""
     for m in net.modules():
         if hasattr(m, "offset_mask"):  # offsets of a few pixels: off-grid and off-image samples
             torch.nn.init.normal_(m.offset_mask.weight, std=0.3)
@@ -59,7 +56,12 @@ def _hinas_dcn_net() -> torch.nn.Module:
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.1)
             m.running_var.uniform_(0.5, 1.5)
-    return net
+    return net.eval()
+
+
+def _hinas_dcn_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return _perturb(build(HINAS_DCN))
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -102,12 +104,16 @@ def hinas_exports(hinas_net, tmp_path_factory) -> dict:
 
 
 def test_cli_export_modnas_b(modnas_cli):
+    """Exit 0 means the parity check inside passed: ≤ 1e-4 on every input."""
     result, path = modnas_cli
     assert result.exit_code == 0, result.output
     assert path.is_file()
-    for text in ("random-init", "opset 19", "parity", "CPUExecutionProvider", "2×1×64×64", "ok"):
+    for text in ("random-init", "opset 19", "parity", "CPUExecutionProvider", "atol 0.0001"):
         assert text in result.output
-    assert "FAIL" not in result.output
+    # random batch-2 (dynamic batch), random non-square, real non-square crop
+    rows = [line.split() for line in result.output.splitlines() if line.strip().endswith(("ok", "FAIL"))]
+    assert [r[0] for r in rows] == ["2×1×64×64", "1×1×96×128", "1×1×88×120"]
+    assert all(r[-1] == "ok" and float(r[1]) <= 1e-4 for r in rows)
 
 
 def test_modnas_graph_and_metadata(modnas_cli):
@@ -125,15 +131,6 @@ def test_modnas_graph_and_metadata(modnas_cli):
     dims = model.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims][1] == 1
     assert all(dims[i].dim_param for i in (0, 2, 3)), "batch, H and W must be dynamic"
-
-
-def test_modnas_parity_random_and_real(modnas_b, modnas_cli, real_image):
-    _, path = modnas_cli
-    inputs = parity_inputs(1, False, 8, real_image)
-    assert {tuple(x.shape) for x in inputs} == {(2, 1, 64, 64), (1, 1, 96, 128), (1, 1, 88, 120)}
-    report = check_parity(modnas_b, path, inputs)
-    assert report.passed and report.max_abs_err <= 1e-4, report.table()
-    assert report.providers == ["CPUExecutionProvider"]
 
 
 def test_ort_backend_through_tiled_runtime_matches_torch(modnas_b, modnas_cli, real_image):
@@ -181,8 +178,13 @@ def test_ort_version_gate(hinas_exports, monkeypatch):
     OnnxRuntimeBackend(hinas_exports["decomposed"], device="cpu")  # no DeformConv: fine
 
 
-def test_fp16_export(hinas_net, real_image, tmp_path):
-    path = export_onnx(hinas_net, tmp_path / "fp16.onnx", in_channels=1, fp16=True, metadata={})
+def test_fp16_export(real_image, tmp_path):
+    from restore.models.dcn import DeformConv2d
+
+    torch.manual_seed(0)  # a minimal DCN net: the fp16 path is the same for any size
+    net = _perturb(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), DeformConv2d(4, 4),
+                                       torch.nn.Conv2d(4, 1, 3, padding=1)))
+    path = export_onnx(net, tmp_path / "fp16.onnx", in_channels=1, fp16=True, metadata={})
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     float_type = onnx.TensorProto.FLOAT
@@ -190,10 +192,11 @@ def test_fp16_export(hinas_net, real_image, tmp_path):
     assert model.graph.output[0].type.tensor_type.elem_type == float_type
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     assert read_metadata(model)["precision"] == "fp16"
-    report = check_parity(hinas_net, path, parity_inputs(1, False, 1, real_image), atol=FP16_ATOL)
+    assert "DeformConv" in _op_types(path)
+    report = check_parity(net, path, parity_inputs(1, False, 1, real_image), atol=FP16_ATOL)
     assert report.passed, report.table()
     assert report.max_abs_err > 0  # really ran in float16
-    assert next(hinas_net.parameters()).dtype == torch.float32  # the caller's module is untouched
+    assert next(net.parameters()).dtype == torch.float32  # the caller's module is untouched
 
 
 def test_denoise_cli_with_onnx_backend(hinas_net, hinas_exports, real_image, tmp_path):

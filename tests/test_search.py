@@ -179,8 +179,11 @@ def _worker(rank: int, world: int, port: int, cfg, run) -> None:
 
 def test_two_processes_match_one(tmp_path, few_images, modnas_run):
     """Each process takes one of the 2 items of the global batch; gradients are averaged."""
-    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), tiny("modnas", few_images), tmp_path / "two"),
-                                nprocs=2, join=True)
+    # fork: the children inherit the imported torch (spawn re-imports it, ~10 s on a busy
+    # 2-core box); safe because they run single-threaded (threads=1), like DataLoader workers
+    torch.multiprocessing.start_processes(_worker, args=(2, _free_port(), tiny("modnas", few_images), tmp_path / "two"),
+                                          nprocs=2, join=True, start_method="fork")
+    assert "2 process(es)" in (tmp_path / "two" / "log.txt").read_text()
     one = arch_state(load_state(modnas_run[0] / "checkpoint.safetensors"))
     two = arch_state(load_state(tmp_path / "two" / "checkpoint.safetensors"))
     assert one.keys() == two.keys() and one
@@ -198,7 +201,7 @@ def test_cli_search(tmp_path, few_images):
 
     runner = CliRunner()
     result = runner.invoke(app, ["search", "--preset", "tiny-modnas", "--data", str(few_images),
-                                 "--run", str(tmp_path / "run"), "--no-progress"])
+                                 "--run", str(tmp_path / "run"), "--threads", "1", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "genotype.json").exists()
     assert "genotype.json" in result.output and "MoD-NAS" in result.output

@@ -7,6 +7,7 @@ behaviour here is testable without a server. Every user mistake is one `RestoreE
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import tempfile
@@ -42,7 +43,7 @@ Progress = Callable[[float, str], None]
 
 @dataclass(frozen=True)
 class Limits:
-    max_pixels: int = 16_000_000
+    max_pixels: int = 4_000_000  # searched nets cost ~0.1–0.5 TFLOPs/MP: minutes on a CPU beyond this
     max_upload_bytes: int = 25 * 1024 * 1024
 
 
@@ -122,9 +123,13 @@ def load_upload(path: str | Path | None, limits: Limits) -> LoadedImage:
 
 
 def _public_message(message: str, path: Path) -> str:
-    # read_image names the file and the CLI flag; on a web page neither means anything
-    message = message.replace(f"'{path}'", "the upload").replace(str(path), "the upload")
-    return message.replace(" (set --max-pixels)", "")
+    # read_image names the server's temp file, which means nothing on a web page
+    return web_message(message.replace(f"'{path}'", "the upload").replace(str(path), "the upload"))
+
+
+def web_message(message: str) -> str:
+    """Drop hints aimed at CLI users ("(see `restore models`)", "(set --max-pixels)")."""
+    return re.sub(r" \((see `restore [^`]*`|set --[a-z-]+)\)", "", message)
 
 
 def _mb(n: int) -> str:
@@ -223,7 +228,7 @@ class AppService:
                 return f"auto → {picks}"
             entry = self.resolve(task, model, 1)
         except RestoreError as exc:
-            return f"⚠️ {exc}"
+            return f"⚠️ {web_message(str(exc))}"
         kind = "gray" if entry.channels == 1 else "colour"
         levels = f", σ {entry.level_range[0]:g}–{entry.level_range[1]:g}" if entry.level_range and entry.task.startswith("denoise") else ""
         text = f"**{entry.name}** · {kind}{levels}"
@@ -252,7 +257,7 @@ class AppService:
             restored = slot.restorer.restore_array(model_input, sigma=sigma, progress=tiles)
             info = slot.restorer.last
             if slot.profile is None:
-                slot.profile = slot.restorer.profile()
+                slot.profile = _profile(slot.restorer)
         report(0.96, "writing the result")
         download = self._write(restored, image, image_path, task)
         metrics = quality_metrics(clean, model_input, restored) if clean is not None else {}
@@ -278,11 +283,23 @@ class AppService:
                 pass
 
 
+def _profile(restorer):
+    """Parameters and FLOPs/MP, or None: a statistic must never fail a restoration."""
+    try:
+        return restorer.profile()
+    except Exception:
+        logging.getLogger("restore.app").warning("cannot profile %s", restorer.name, exc_info=True)
+        return None
+
+
 def summarize(result: Result, entry: ModelEntry, profile, backend: str, *, sigma_given: bool, colour_by_gray: bool) -> str:
     """The facts under the slider: model cost, this request's time, σ, and quality if known."""
-    flops = f"{profile.flops_per_mp / 1e9:.1f} GFLOPs/MP" + (" (×3: colour run channel by channel)" if colour_by_gray else "")
+    cost = "cost unknown"
+    if profile is not None:
+        per_channel = " (×3: colour run channel by channel)" if colour_by_gray else ""
+        cost = f"{_count(profile.params)} parameters · {profile.flops_per_mp / 1e9:.1f} GFLOPs/MP{per_channel}"
     lines = [
-        f"**Model** {entry.name} · {_count(profile.params)} parameters · {flops}",
+        f"**Model** {entry.name} · {cost}",
         f"**This request** {result.seconds:.2f} s on {backend}",
     ]
     if result.sigma is not None:

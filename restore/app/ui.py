@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from restore.app.handlers import AUTO, DEGRADATIONS, TASK_LABELS, AppService, Limits, degradation_spec
+from restore.app.handlers import AUTO, DEGRADATIONS, TASK_LABELS, AppService, Limits, degradation_spec, web_message
 from restore.errors import RestoreError
 
 log = logging.getLogger("restore.app")
@@ -31,18 +31,16 @@ footer { opacity: .6; }
 """
 
 
-class UploadedImage(gr.Image):
-    """A gr.Image that hands the handler the uploaded file untouched.
+def raw_upload(image: gr.Image) -> gr.Image:
+    """Make `image` hand the handler the uploaded file untouched.
 
     gr.Image would open the file with PIL first, so a broken upload would fail inside gradio
     with an opaque error; `restore.io.read_image` gives one clear line instead, and applies
-    the pixel limit before decoding.
+    the pixel limit before decoding. Overridden on the instance, not in a subclass: gradio
+    writes a .pyi stub beside any module that defines a component class.
     """
-
-    is_template = True  # rendered by gr.Image's frontend
-
-    def preprocess(self, payload):
-        return None if payload is None else payload.path
+    image.preprocess = lambda payload: None if payload is None else payload.path
+    return image
 
 
 def _examples() -> tuple[list[list], list[str]]:
@@ -60,7 +58,7 @@ def _examples() -> tuple[list[list], list[str]]:
 def _error(exc: BaseException) -> gr.Error:
     """One human line for the page; the traceback only in the server log."""
     if isinstance(exc, RestoreError):
-        return gr.Error(str(exc), print_exception=False)
+        return gr.Error(web_message(str(exc)), print_exception=False)
     if isinstance(exc, MemoryError):
         return gr.Error("out of memory: try a smaller image", print_exception=False)
     log.error("restoring failed", exc_info=exc)
@@ -83,7 +81,9 @@ def build_demo(service: AppService) -> gr.Blocks:
         return (result.before, result.after), result.summary, str(result.download)
 
     def on_task(task):
-        return (gr.Dropdown(choices=service.model_choices(task), value=AUTO),
+        # the model info is refreshed here too: the dropdown's value may stay "auto", so its
+        # own change event would not fire
+        return (gr.Dropdown(choices=service.model_choices(task), value=AUTO), service.describe(task, AUTO),
                 gr.Accordion(visible=task.startswith("denoise")))
 
     def on_try_kind(kind):
@@ -95,8 +95,8 @@ def build_demo(service: AppService) -> gr.Blocks:
         gr.Markdown(INTRO, elem_id="intro")
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
-                image = UploadedImage(label="Your image", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                                      height=260, elem_id="input-image")
+                image = raw_upload(gr.Image(label="Your image", type="filepath", image_mode=None,
+                                            sources=["upload", "clipboard"], height=260, elem_id="input-image"))
                 # examples sit under the upload but also set controls rendered further down
                 task = gr.Radio(tasks, value="denoise", label="What to fix", render=False)
                 try_kind = gr.Radio(list(DEGRADATIONS), value="none", label="Add", elem_id="try-kind", render=False)
@@ -124,13 +124,15 @@ def build_demo(service: AppService) -> gr.Blocks:
         gr.Markdown(f"<small>Limits: {limits.max_upload_bytes / 2**20:.0f} MB per upload, "
                     f"{limits.max_pixels / 1e6:g} megapixels; requests wait in a queue. Backend: {service.backend}.</small>")
 
-        task.change(on_task, task, [model, noise_box], api_visibility="private")
-        model.change(service.describe, [task, model], model_info, api_visibility="private")
-        auto_sigma.change(lambda auto: gr.Slider(interactive=not auto), auto_sigma, sigma, api_visibility="private")
-        try_kind.change(on_try_kind, try_kind, [try_sigma, try_quality, try_box], api_visibility="private")
+        # widget updates skip the queue: they stay instant while restorations wait their turn
+        ui = dict(api_visibility="private", queue=False)
+        task.change(on_task, task, [model, model_info, noise_box], **ui)
+        model.change(service.describe, [task, model], model_info, **ui)
+        auto_sigma.change(lambda auto: gr.Slider(interactive=not auto), auto_sigma, sigma, **ui)
+        try_kind.change(on_try_kind, try_kind, [try_sigma, try_quality, try_box], **ui)
         run.click(restore, [image, task, model, auto_sigma, sigma, try_kind, try_sigma, try_quality],
                   [slider, facts, download], api_name="restore"
-                  ).success(lambda: gr.DownloadButton(interactive=True), None, download, api_visibility="private")
+                  ).success(lambda: gr.DownloadButton(interactive=True), None, download, **ui)
     return demo
 
 
@@ -141,7 +143,10 @@ def serve(demo: gr.Blocks, limits: Limits, *, host: str, port: int | None, share
     theme = gr.themes.Soft(primary_hue="teal", neutral_hue="slate",
                            font=["ui-sans-serif", "system-ui", "sans-serif"],  # no web-font download
                            font_mono=["ui-monospace", "monospace"])
-    _, url, _ = demo.launch(server_name=host, server_port=port, share=share, max_file_size=limits.max_upload_bytes,
-                            prevent_thread_lock=prevent_thread_lock, quiet=quiet, show_error=False, ssr_mode=False,
-                            theme=theme, css=CSS)
+    try:
+        _, url, _ = demo.launch(server_name=host, server_port=port, share=share, max_file_size=limits.max_upload_bytes,
+                                prevent_thread_lock=prevent_thread_lock, quiet=quiet, show_error=False, ssr_mode=False,
+                                theme=theme, css=CSS)
+    except OSError as exc:  # port taken, bad host: one line, not gradio's traceback
+        raise RestoreError(f"cannot serve on {host}:{port}: {str(exc).split('. ')[0]}") from None
     return url

@@ -76,13 +76,15 @@ FP16_ATOL = 1e-2  # float16 keeps ~3 significant digits; outputs are in [0, 1]
 # ----------------------------------------------------------------------------- module facts
 
 
-def module_in_channels(module: nn.Module) -> int:
+def module_in_channels(module: nn.Module, default: int | None = None) -> int:
     """Input channels of a derived network (image channels + 1 with a σ map)."""
     if isinstance(getattr(module, "in_channels", None), int):
         return module.in_channels
     g = getattr(module, "genotype", None)
     if g is not None:
         return g.in_channels + int(g.noise_map)
+    if default is not None:
+        return default
     raise RestoreError(f"cannot tell the input channels of a {type(module).__name__}; pass in_channels")
 
 

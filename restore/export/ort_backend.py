@@ -160,10 +160,6 @@ class OnnxRuntimeBackend:
             backend = cls(onnx_path, device, threads=threads)
             backend.check_channels(in_channels, f"model {entry.name!r}")
             return backend
-        try:
-            in_channels = module_in_channels(module)
-        except RestoreError:
-            pass
-        model = export_onnx_model(module, in_channels=in_channels, dcn=dcn or default_dcn_mode(), fp16=fp16,
+        model = export_onnx_model(module, in_channels=module_in_channels(module, in_channels), dcn=dcn or default_dcn_mode(), fp16=fp16,
                                   metadata=model_metadata(module, entry=entry, tile=tile))
         return cls(model.SerializeToString(), device, threads=threads)

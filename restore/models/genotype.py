@@ -1,7 +1,7 @@
 """Genotypes: frozen dataclasses with a versioned JSON form.
 
 A genotype is everything needed to build a derived network, and nothing else (no α/β/γ).
-It is stored as JSON — never pickled, never `eval`-ed — and validated on load: op names
+It is stored as JSON — never a code-executing format, never `eval`-ed — and validated on load: op names
 against the registry, sizes against sane limits *before* any memory is allocated.
 
 JSON form (both spaces)::

@@ -406,7 +406,7 @@ class Searcher:
         end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
         s = self.splits
         self.run.log(f"searching {cfg.space} for {cfg.steps} steps (arch updates from step {cfg.warmup_steps}) on "
-                     f"{len(s.train_w)} W / {len(s.train_a)} A / {len(s.val)} V images")
+                     f"{len(s.train_w)} W / {len(s.train_a)} A / {len(s.val)} V images, {self.dist.world} process(es)")
         losses, arch_losses = [], []
         t0 = time.time()
         with progress_bar(cfg.steps, self.step, f"search {cfg.space}", self.show_progress) as update:

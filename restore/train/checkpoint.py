@@ -1,8 +1,8 @@
-"""Crash-safe, pickle-free checkpoints.
+"""Crash-safe checkpoints that hold only tensors and JSON.
 
 A checkpoint is one safetensors file: every tensor of the (nested) training state under a
 flat key, and the rest of the structure as JSON in the safetensors metadata, with
-``{"__tensor__": key}`` placeholders. Nothing is ever unpickled, so a checkpoint from an
+``{"__tensor__": key}`` placeholders. No object deserialisation runs, so a checkpoint from an
 untrusted source cannot run code.
 
 Writes are atomic: temp file in the same folder → fsync → rename → fsync of the folder,

@@ -15,11 +15,16 @@ class EMA:
         for p in self.module.parameters():
             p.requires_grad_(False)
 
+    def decay_at(self, step: int) -> float:
+        # warm-up (as in TF/timm): early on the average must not be dominated by the init
+        return min(self.decay, (1 + step) / (10 + step))
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = self.decay_at(step)
         for ema_v, v in zip(self.module.state_dict().values(), model.state_dict().values()):
             if ema_v.dtype.is_floating_point:
-                ema_v.lerp_(v.detach(), 1.0 - self.decay)
+                ema_v.lerp_(v.detach(), 1.0 - decay)
             else:
                 ema_v.copy_(v)
 

@@ -168,7 +168,7 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         if self.ema:
-            self.ema.update(self.model)
+            self.ema.update(self.model, self.step)
         self.step += 1
         return float(loss.detach())
 

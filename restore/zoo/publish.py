@@ -63,16 +63,16 @@ def main(
     task: str = typer.Option(...),
     channels: int = typer.Option(1),
     noise_map: bool = typer.Option(False, "--noise-map"),
-    level_range: Optional[List[float]] = typer.Option(None, "--range"),
+    level_range: Optional[str] = typer.Option(None, "--range", help="LO-HI, e.g. 0-75"),
     default: bool = typer.Option(False, "--default"),
     description: str = typer.Option(""),
     trained: str = typer.Option(""),
     metric: Optional[List[str]] = typer.Option(None, "--metric", help="KEY=VALUE"),
     weights: str = typer.Option("best.safetensors"),
 ):
-    metrics = dict(m.split("=", 1) for m in (metric or []))
+    metrics = dict(m.rsplit("=", 1) for m in (metric or []))  # the last "=" separates: keys may hold "σ=25"
     entry = ModelEntry(name=name, task=task, channels=channels, noise_map=noise_map,
-                       level_range=tuple(level_range) if level_range else None, space=json.loads((run_dir / "genotype.json").read_text())["space"],
+                       level_range=tuple(float(v) for v in level_range.split("-")) if level_range else None, space=json.loads((run_dir / "genotype.json").read_text())["space"],
                        metrics=metrics, description=description, trained=trained, default=default)
     e = publish(run_dir, entry, weights_name=weights)
     typer.echo(f"published {e.name} ({e.sha256[:12]}…) into {_zoo_dir() / e.folder}")

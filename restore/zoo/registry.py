@@ -4,7 +4,7 @@
 The manifest (`manifest.json` beside this file) lists every shipped model; each lives in
 its own folder with `model.safetensors` and `genotype.json`. The weights' sha256 is checked
 before they are read, so a corrupted or swapped file is refused, and safetensors means
-nothing is ever unpickled.
+no file is ever deserialised into code.
 """
 
 from __future__ import annotations

@@ -1,0 +1,119 @@
+"""The `restore` command end to end: restoring files, batch behaviour, one-line errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from restore.cli import app
+from restore.metrics import psnr
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "restore" / "examples"
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, text):
+    assert result.exit_code != 0
+    out = result.output.strip()
+    assert "Traceback" not in out
+    assert text in out
+    assert len(out.splitlines()) == 1, out
+
+
+def test_help_is_fast_and_light():
+    code = "import sys; from typer.testing import CliRunner; from restore.cli import app; r = CliRunner().invoke(app, ['--help']); " \
+           "assert r.exit_code == 0; bad = [m for m in ('gradio', 'onnx', 'onnxruntime', 'tensorrt') if m in sys.modules]; print(bad)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_denoise_example_improves_psnr(tmp_path):
+    result = invoke("denoise", EXAMPLES / "monarch_noisy_s25.png", "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "monarch_noisy_s25_denoise.png"
+    clean = np.asarray(Image.open(EXAMPLES / "monarch.png"), dtype=np.float32) / 255
+    noisy = np.asarray(Image.open(EXAMPLES / "monarch_noisy_s25.png"), dtype=np.float32) / 255
+    restored = np.asarray(Image.open(out), dtype=np.float32) / 255
+    assert restored.shape == clean.shape
+    assert psnr(restored, clean, data_range=1) > psnr(noisy, clean, data_range=1) + 3.0
+    assert "σ ≈" in result.output
+
+
+def test_colour_image_and_no_tile_and_sigma(tmp_path):
+    result = invoke("denoise", EXAMPLES / "birds_noisy_s25.png", "-o", tmp_path, "--sigma", 25, "--no-tile")
+    assert result.exit_code == 0, result.output
+    out = Image.open(tmp_path / "birds_noisy_s25_denoise.png")
+    assert out.mode == "RGB" and out.size == Image.open(EXAMPLES / "birds_noisy_s25.png").size
+
+
+def test_existing_output_and_input_are_protected(tmp_path):
+    src = tmp_path / "a.png"
+    Image.open(EXAMPLES / "monarch_noisy_s25.png").save(src)
+    assert invoke("denoise", src).exit_code == 0
+    before = (tmp_path / "a_denoise.png").read_bytes()
+    assert_one_line_error(invoke("denoise", src), "already exists")
+    assert (tmp_path / "a_denoise.png").read_bytes() == before
+    assert invoke("denoise", src, "--overwrite").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "args,text",
+    [
+        (["denoise", "missing.png"], "missing.png"),
+        (["denoise", "{img}", "--model", "no-such-model"], "unknown model 'no-such-model'"),
+        (["denoise", "{img}", "--tile", "16", "--overlap", "16"], "must be larger than the overlap"),
+        (["denoise", "{img}", "--backend", "magic"], "unknown backend"),
+        (["denoise", "{img}", "--device", "tpu"], "unknown device"),
+        (["denoise", "{bad}"], "cannot read"),
+        (["denoise", "{img}", "--max-pixels", "100"], "above the limit"),
+    ],
+)
+def test_user_mistakes_print_one_line(tmp_path, args, text):
+    img = tmp_path / "img.png"
+    Image.open(EXAMPLES / "monarch_noisy_s25.png").save(img)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"this is not a png")
+    args = [a.format(img=img, bad=bad) for a in args]
+    assert_one_line_error(invoke(*args), text)
+    assert not list(tmp_path.glob("*_denoise.png"))
+
+
+def test_unwritable_output_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(invoke("denoise", EXAMPLES / "monarch_noisy_s25.png", "-o", blocker), "is a file")
+
+
+def test_batch_with_bad_files_processes_the_good_ones(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("one.png", "two.png"):
+        Image.open(EXAMPLES / "monarch_noisy_s25.png").crop((0, 0, 96, 80)).save(folder / name)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    result = invoke("denoise", folder, "-o", tmp_path / "out")
+    assert result.exit_code == 1
+    assert "2 restored, 1 failed, of 3 file(s)" in result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["one_denoise.png", "two_denoise.png"]
+
+
+def test_models_info_and_eval(tmp_path, shared_dir):
+    assert "denoise" in invoke("models").output
+    info = invoke("info", "modnas-b")
+    assert info.exit_code == 0 and "parameters: 435,838" in info.output
+    set12 = tmp_path / "set12"
+    set12.mkdir()
+    for p in sorted((shared_dir / "data/test/Set12").glob("*.png"))[:2]:
+        (set12 / p.name).write_bytes(p.read_bytes())
+    md = tmp_path / "t.md"
+    result = invoke("eval", set12, "-d", "awgn:25", "--markdown", md, "--json", tmp_path / "t.json")
+    assert result.exit_code == 0, result.output
+    assert "| input |" in md.read_text()

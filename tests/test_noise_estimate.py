@@ -1,0 +1,34 @@
+"""Blind σ estimation (PCA method, Chen et al. 2015) on Set12, and the σ map."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from restore.data import awgn_benchmark_noise
+from restore.runtime.noise import append_noise_map, estimate_sigma
+
+
+@pytest.mark.parametrize("sigma,tolerance", [(5, 3.0), (15, 1.5), (25, 1.0), (50, 1.0), (75, 1.0)])
+def test_estimator_error_on_set12(shared_dir, sigma, tolerance):
+    errors = []
+    for path in sorted((shared_dir / "data/test/Set12").glob("*.png")):
+        clean = np.asarray(Image.open(path), dtype=np.float32) / 255
+        errors.append(estimate_sigma(awgn_benchmark_noise(clean, sigma)) - sigma)
+    assert abs(np.mean(errors)) < tolerance, errors
+    assert np.max(np.abs(errors)) < 3 * tolerance + 1.5, errors
+
+
+def test_colour_and_tiny_images():
+    rng = np.random.default_rng(0)
+    img = np.full((128, 128, 3), 0.5) + rng.normal(0, 20 / 255, (128, 128, 3))
+    assert abs(estimate_sigma(img) - 20) < 1.5
+    assert estimate_sigma(np.zeros((3, 3))) == 0.0
+
+
+def test_noise_map_channel():
+    x = torch.rand(2, 3, 8, 9)
+    y = append_noise_map(x, torch.tensor([25.0, 50.0]))
+    assert y.shape == (2, 4, 8, 9)
+    assert torch.allclose(y[0, 3], torch.full((8, 9), 25 / 255))
+    assert torch.allclose(y[1, 3], torch.full((8, 9), 50 / 255))

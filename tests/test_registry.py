@@ -1,0 +1,37 @@
+"""The zoo: every entry loads, its sha256 matches, and a tampered file is refused."""
+
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+
+from restore.errors import RestoreError
+from restore.zoo.registry import default_entry, get_entry, list_entries, load_network, sha256_of, verify
+
+
+def test_there_is_a_default_denoiser():
+    assert default_entry("denoise", 1).task == "denoise"
+    assert default_entry("denoise", 3)  # a colour image falls back to a gray model if needed
+
+
+@pytest.mark.parametrize("entry", list_entries(), ids=lambda e: e.name)
+def test_every_entry_loads_and_matches_its_sha256(entry):
+    assert sha256_of(entry.weights_path) == entry.sha256
+    net = load_network(entry)
+    x = torch.rand(1, entry.channels + int(entry.noise_map), 32, 32)
+    assert net(x).shape == (1, entry.channels, 32, 32)
+
+
+def test_tampered_weights_are_refused(tmp_path, monkeypatch):
+    entry = list_entries()[0]
+    fake = replace(entry, sha256="0" * 64)
+    with pytest.raises(RestoreError, match="fail the sha256 check"):
+        verify(fake)
+
+
+def test_unknown_model_and_task():
+    with pytest.raises(RestoreError, match="unknown model"):
+        get_entry("nope")
+    with pytest.raises(RestoreError, match="unknown task"):
+        default_entry("sharpen", 1)
