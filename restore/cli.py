@@ -141,6 +141,8 @@ def search(
     if not cfg.train_dirs:
         raise RestoreError(NO_DATA)
     summary = run_search(cfg, run, show_progress=progress)
+    if "description" not in summary:  # a non-main torchrun process: rank 0 reports
+        return
     best = summary["best_val_psnr"]
     where = f"best Train V PSNR {best:.2f} dB at step {summary['best_step']}" if best is not None else "no post-warm-up evaluation"
     typer.echo(f"genotype: {summary['genotype']} ({where})")
@@ -349,11 +351,12 @@ def export(
 
     Example: restore export modnas-b --onnx -o exports/
     """
-    from restore.export.onnx import (FP16_ATOL, check_parity, example_image, export_onnx, has_dcn, model_metadata,
-                                     module_in_channels, parity_inputs, resolve_model_source)
+    from restore.export.onnx import (FP16_ATOL, check_export_args, check_parity, example_image, export_onnx, has_dcn,
+                                     model_metadata, module_in_channels, parity_inputs, resolve_model_source)
 
     if not (to_onnx or to_trt):
         raise RestoreError("say what to export: --onnx and/or --trt")
+    check_export_args(opset, dcn)
     if to_trt and not to_onnx:
         from restore.export.tensorrt import require_tensorrt
 
@@ -411,6 +414,10 @@ def bench(
         raise RestoreError(f"unknown backend {backend!r} (choose torch, onnx or tensorrt)")
     if size < 1 or tile < 1:
         raise RestoreError("--size and --tile must be positive")
+    if kind == "tensorrt":
+        from restore.export.tensorrt import require_tensorrt
+
+        require_tensorrt()  # before loading and profiling the model
     if threads:
         torch.set_num_threads(threads)
     module, entry, note = resolve_model_source(model)

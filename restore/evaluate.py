@@ -72,8 +72,8 @@ def _dncnn_system(path: str, options: EvalOptions) -> System:
     backend = TorchBackend(net, device="cpu")
 
     def run(x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))).unsqueeze(1)  # channels as batch
-        y = restore_tensor(backend, t.permute(1, 0, 2, 3).permute(1, 0, 2, 3), config=TileConfig(tile=None), out_channels=1)
+        t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))).unsqueeze(1)  # channels as a batch of gray images
+        y = restore_tensor(backend, t, config=TileConfig(tile=None), out_channels=1)
         return y.clamp(0, 1)[:, 0].numpy().transpose(1, 2, 0)
 
     return System("DnCNN (peer)", run, count_parameters(net))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -93,11 +94,33 @@ def hinas_net() -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def hinas_exports(hinas_net, tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("hinas")
+def hinas_run(hinas_net, tmp_path_factory):
+    """The HiNAS net as a training run folder (genotype.json + weights): a CLI model source."""
+    from safetensors.torch import save_file
+
+    run = tmp_path_factory.mktemp("runs") / "hinas-dcn-tiny"
+    run.mkdir()
+    save_genotype(HINAS_DCN, run / "genotype.json")
+    save_file({k: v.contiguous() for k, v in hinas_net.state_dict().items()}, str(run / "model.safetensors"))
+    return run
+
+
+@pytest.fixture(scope="module")
+def hinas_cli(hinas_run, tmp_path_factory):
+    """`restore export RUN --onnx --trt` where TensorRT is missing: ONNX done, then one error."""
+    out = tmp_path_factory.mktemp("hinas-cli")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "tensorrt", None)
+        result = CliRunner().invoke(app, ["export", str(hinas_run), "--onnx", "--trt", "-o", str(out)])
+    return result, out / "hinas-dcn-tiny.onnx"
+
+
+@pytest.fixture(scope="module")
+def hinas_exports(hinas_net, hinas_cli, tmp_path_factory) -> dict:
+    path = tmp_path_factory.mktemp("hinas") / "decomposed.onnx"
     meta = model_metadata(hinas_net, name="hinas-dcn-tiny")
-    return {mode: export_onnx(hinas_net, out / f"{mode}.onnx", in_channels=1, dcn=mode, metadata=meta)
-            for mode in DCN_MODES}
+    return {"deformconv": hinas_cli[1],
+            "decomposed": export_onnx(hinas_net, path, in_channels=1, dcn="decomposed", metadata=meta)}
 
 
 # --------------------------------------------------------------------------- MoD-NAS (modnas-b)
@@ -154,6 +177,16 @@ def test_cli_export_needs_a_target():
 # --------------------------------------------------------------------------- HiNAS with DCN
 
 
+def test_cli_export_run_folder_then_trt_without_tensorrt(hinas_cli):
+    from restore.export.plugins.dcn_plugin import TRT_MISSING
+
+    result, path = hinas_cli
+    assert result.exit_code != 0 and result.output.count(TRT_MISSING) == 1
+    assert path.is_file() and "dcn deformconv" in result.output  # the ONNX part was done
+    rows = [line.split() for line in result.output.splitlines() if line.strip().endswith(("ok", "FAIL"))]
+    assert len(rows) == 3 and all(r[-1] == "ok" for r in rows)
+
+
 @pytest.mark.parametrize("mode", DCN_MODES)
 def test_hinas_dcn_export(hinas_net, hinas_exports, real_image, mode):
     path = hinas_exports[mode]
@@ -199,15 +232,11 @@ def test_fp16_export(real_image, tmp_path):
     assert next(net.parameters()).dtype == torch.float32  # the caller's module is untouched
 
 
-def test_denoise_cli_with_onnx_backend(hinas_net, hinas_exports, real_image, tmp_path):
+def test_denoise_cli_with_onnx_backend(hinas_run, hinas_exports, real_image, tmp_path):
     """`restore denoise --backend onnx` end to end: a run folder + its exported graph."""
     from PIL import Image
-    from safetensors.torch import save_file
 
-    run = tmp_path / "run"
-    run.mkdir()
-    save_genotype(HINAS_DCN, run / "genotype.json")
-    save_file({k: v.contiguous() for k, v in hinas_net.state_dict().items()}, str(run / "model.safetensors"))
+    run = hinas_run
     image = tmp_path / "noisy.png"
     Image.fromarray((real_image[:72, :96].mean(axis=2) * 255).round().astype(np.uint8)).save(image)
     outputs = {}

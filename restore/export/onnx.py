@@ -53,6 +53,7 @@ __all__ = [
     "OUTPUT_NAME",
     "ParityCase",
     "ParityReport",
+    "check_export_args",
     "check_parity",
     "example_image",
     "export_onnx",
@@ -154,7 +155,7 @@ def _set_metadata(model: "onnx.ModelProto", values: dict[str, str]) -> None:
 # ----------------------------------------------------------------------------- export
 
 
-def _check_export_args(opset: int, dcn: str) -> None:
+def check_export_args(opset: int, dcn: str) -> None:
     if opset < MIN_OPSET:
         raise RestoreError(
             f"opset {opset} is not supported: use --opset {MIN_OPSET} or newer (ONNX Runtime rejects "
@@ -213,7 +214,7 @@ def export_onnx_model(module: nn.Module, *, in_channels: int, opset: int = MIN_O
     """Export to an in-memory, checked `onnx.ModelProto` (see the module docstring)."""
     import onnx
 
-    _check_export_args(opset, dcn)
+    check_export_args(opset, dcn)
     multiple = _size_multiple(module)
     # A copy: eval mode, the CPU and .half() must not change the caller's module.
     net = copy.deepcopy(module).eval().cpu()
