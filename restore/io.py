@@ -156,6 +156,14 @@ def _one_line(e: BaseException) -> str:
 
 
 def _read_with_pillow(path: Path, max_pixels: int | None) -> LoadedImage:
+    # Pillow warns about damaged files ("Corrupt EXIF data", "Truncated File Read"…) on
+    # stderr; the file either reads or fails with our one line, so those go unprinted.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _read_with_pillow_quietly(path, max_pixels)
+
+
+def _read_with_pillow_quietly(path: Path, max_pixels: int | None) -> LoadedImage:
     im = _open_lazily(path)
     try:
         _check_size(path, *im.size, max_pixels)
@@ -203,8 +211,10 @@ def _open_lazily(path: Path) -> Image.Image:
                         Image.MAX_IMAGE_PIXELS = saved
     except PermissionError:
         raise RestoreError(f"cannot read '{path}': permission denied") from None
-    except Exception:  # UnidentifiedImageError, SyntaxError from broken headers, …
+    except Image.UnidentifiedImageError:
         raise RestoreError(f"cannot read '{path}': not an image file (or an unsupported format)") from None
+    except Exception as e:  # SyntaxError/ValueError/OSError from a broken header or metadata chunk
+        raise RestoreError(f"cannot read '{path}': corrupt image header ({_one_line(e)})") from None
 
 
 def _load_strictly(im: Image.Image) -> None:

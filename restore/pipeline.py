@@ -7,6 +7,8 @@ output is written atomically (see restore.io), so an interrupted run leaves no p
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,13 +27,43 @@ class Report:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _plan_output(src: Path, task: str, output_dir: Path | None, overwrite: bool) -> Path:
-    dst = output_path_for(src, OUTPUT_TASK_NAMES.get(task, task), output_dir)
-    if dst.resolve() == src.resolve() and not overwrite:
-        raise RestoreError(f"output {dst} would replace the input; pass --overwrite to allow it")
+def _plan_outputs(paths: list[Path], task: str, output_dir: Path | None) -> dict[Path, tuple[Path, Path | None]]:
+    """Each input's output path, and the earlier input that already claims it (or None).
+
+    Inputs sharing a name (photo.png, photo.jpg) keep their extension in the output name
+    (photo_png_denoise.png, photo_jpg_denoise.png), so one never overwrites or blocks the
+    other's result; same-named files from different folders sent to one -o folder cannot be
+    told apart that way, so all but the first are refused."""
+    name = OUTPUT_TASK_NAMES.get(task, task)
+    plain = {src: output_path_for(src, name, output_dir) for src in paths}
+    shared = Counter(dst.resolve() for dst in plain.values())
+    planned: dict[Path, tuple[Path, Path | None]] = {}
+    claimed: dict[Path, Path] = {}
+    for src, dst in plain.items():
+        if shared[dst.resolve()] > 1:
+            ext = src.suffix.lstrip(".").lower() or "noext"
+            dst = dst.with_name(f"{src.stem}_{ext}_{name}{dst.suffix}")
+        key = dst.resolve()
+        planned[src] = (dst, claimed.get(key))
+        claimed.setdefault(key, src)
+    return planned
+
+
+def _check_output(src: Path, dst: Path, first: Path | None, overwrite: bool) -> Path:
+    if first is not None:
+        raise RestoreError(f"{src} and {first} would both be written to {dst}; restore them into separate folders")
     if dst.exists() and not overwrite:
+        if _same_file(src, dst):  # a symlink or hard link to the input, or the input itself
+            raise RestoreError(f"output {dst} would replace the input; pass --overwrite to allow it")
         raise RestoreError(f"{dst} already exists; pass --overwrite to replace it")
     return dst
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 class _RestorerCache:
@@ -54,6 +86,8 @@ def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: s
                   device: str = "auto", overwrite: bool = False, max_pixels: int | None = None,
                   onnx_path: Path | None = None, echo: Callable[[str], None] = print) -> Report:
     paths = expand_inputs(inputs)
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1):
+        raise RestoreError(f"--max-pixels must be a positive number of pixels, got {max_pixels!r}")
     if output_dir is not None:
         output_dir = Path(output_dir)
         if output_dir.exists() and not output_dir.is_dir():
@@ -61,12 +95,17 @@ def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: s
     restorers = _RestorerCache(task, model, backend=backend, device=device, tile=tile, onnx_path=onnx_path)
     report = Report(total=len(paths))
     single = len(paths) == 1
+    outputs = _plan_outputs(paths, task, output_dir)
     for src in _progress(paths, enabled=not single):
         try:
-            dst = _plan_output(src, task, output_dir, overwrite)
+            dst = _check_output(src, *outputs[src], overwrite)
             image = read_image(src, max_pixels=max_pixels)
             restorer = restorers.get(image.pixels.shape[2])
-            out = restorer.restore_array(image.pixels, sigma=sigma)
+            try:
+                out = restorer.restore_array(image.pixels, sigma=sigma)
+            except MemoryError:  # one huge file must not end the batch or print a traceback
+                raise RestoreError(f"out of memory restoring {src} ({image.width}×{image.height}); "
+                                   "try a smaller --tile or a lower --max-pixels") from None
             save_like(dst, out, image, overwrite=overwrite)
         except RestoreError as exc:
             if single:

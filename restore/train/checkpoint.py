@@ -7,6 +7,12 @@ untrusted source cannot run code.
 
 Writes are atomic: temp file in the same folder → fsync → rename → fsync of the folder,
 so a kill at any moment leaves either the old or the new checkpoint, never half of one.
+A kill can leave the temp file (``.NAME.*.tmp``) behind; nothing reads it, and the next
+successful save removes it.
+
+Test hook: ``RESTORE_TEST_SLOW_CHECKPOINT=<seconds>`` makes `save_state` sleep after the
+temp file is complete and before the rename, so a test can SIGKILL a run inside that
+window deterministically (tests/test_crash_safety.py). Unset, it costs nothing.
 """
 
 from __future__ import annotations
@@ -83,11 +89,31 @@ def save_state(path: str | Path, state: dict) -> Path:
         save_file(tensors, str(tmp), metadata={"restore-state": json.dumps(skeleton)})
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        _test_pause()
         atomic_replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+    _remove_stale_temps(path)
     return path
+
+
+def _test_pause() -> None:
+    """The RESTORE_TEST_SLOW_CHECKPOINT hook (see the module docstring)."""
+    seconds = os.environ.get("RESTORE_TEST_SLOW_CHECKPOINT")
+    if seconds:
+        import time
+
+        time.sleep(float(seconds))
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files of earlier saves that a kill interrupted (one writer per checkpoint)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            stale.unlink()
+        except OSError:
+            pass
 
 
 def load_state(path: str | Path) -> dict:
