@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from restore.data import AWGN, EvalSet, PairedFolder, degradation_from_spec
+from restore.data import AWGN, EvalSet, PairedFolder, degradation_from_spec, rain100l_pairing
 from restore.errors import RestoreError
 from restore.metrics import psnr, ssim
 from restore.runtime.tiling import TileConfig, restore_tensor
@@ -106,7 +106,10 @@ def make_system(spec: str | None, options: EvalOptions) -> System:
 
 def _dataset(folder: Path, options: EvalOptions):
     if options.clean_dir is not None:
-        pairs = PairedFolder(folder, options.clean_dir, channels=options.channels)
+        try:
+            pairs = PairedFolder(folder, options.clean_dir, channels=options.channels)
+        except RestoreError:  # Rain100L names pairs rain-001.png ↔ norain-001.png
+            pairs = PairedFolder(folder, options.clean_dir, channels=options.channels, pairing=rain100l_pairing)
         for i, name in enumerate(pairs.names):
             degraded, clean = pairs[i]
             yield name, degraded.numpy().transpose(1, 2, 0), clean.numpy().transpose(1, 2, 0)

@@ -273,7 +273,9 @@ def _pillow_arrays(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, int]
 
 
 def _unit(arr: np.ndarray, peak: int) -> np.ndarray:
-    return arr.astype(np.float32) / np.float32(peak)
+    out = arr.astype(np.float32)
+    out /= np.float32(peak)  # in place: one float32 image, not two
+    return out
 
 
 def _key_alpha(arr: np.ndarray, key) -> np.ndarray | None:
@@ -595,17 +597,25 @@ def _split_pixels(pixels, alpha) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _quantize(arr: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Clip, scale and round in float64, a band of rows at a time: the float64 temporaries
+    of a whole 48 MP colour image would take several GB."""
     peak = 65535 if bit_depth == 16 else 255
-    arr = np.nan_to_num(np.asarray(arr, np.float64), nan=0.0, posinf=1.0, neginf=0.0)
-    return np.rint(np.clip(arr, 0.0, 1.0) * peak).astype(np.uint16 if bit_depth == 16 else np.uint8)
+    arr = np.asarray(arr)
+    out = np.empty(arr.shape, np.uint16 if bit_depth == 16 else np.uint8)
+    rows = max(1, (1 << 20) // max(1, arr[0].size)) if arr.ndim > 1 and len(arr) else 1
+    for top in range(0, len(arr), rows):
+        band = np.nan_to_num(np.asarray(arr[top : top + rows], np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+        out[top : top + rows] = np.rint(np.clip(band, 0.0, 1.0) * peak)
+    return out
 
 
-def _encode(fmt: str, colour: np.ndarray, alpha, bit_depth: int, icc, quality: int) -> bytes:
+def _encode(fmt: str, colour: np.ndarray, alpha, bit_depth: int, icc, quality: int) -> bytes | memoryview:
     samples = colour if alpha is None else np.concatenate([colour, alpha[..., None]], axis=2)
     samples = _quantize(samples, bit_depth)
     if bit_depth == 16 and samples.shape[2] > 1:  # colour or alpha at 16 bits: PNG only
         return _encode_png(samples, icc)
     image = Image.fromarray(samples[..., 0] if samples.shape[2] == 1 else samples)  # L, I;16, LA, RGB, RGBA
+    del samples  # Pillow has its own copy: one less image-sized buffer while encoding
     options: dict = {}
     if icc:
         options["icc_profile"] = icc
@@ -615,10 +625,10 @@ def _encode(fmt: str, colour: np.ndarray, alpha, bit_depth: int, icc, quality: i
         options.update(quality=quality, lossless=quality == 100, exact=True)  # exact: keep RGB under alpha 0
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
+    return buffer.getbuffer()  # the encoded bytes without a copy (getvalue would copy them)
 
 
-def _atomic_write(path: Path, data: bytes, overwrite: bool) -> None:
+def _atomic_write(path: Path, data: bytes | memoryview, overwrite: bool) -> None:
     """Temp file beside the target, fsync, then rename: readers see the old file or the new
     one, never a partial image; on any failure the temp file is removed."""
     if path.is_dir():
@@ -669,7 +679,7 @@ def _umask() -> int:
 def save_like(path: str | Path, pixels: np.ndarray, like: LoadedImage, overwrite: bool = False) -> Path:
     """Write `pixels` the way `like` was stored: bit depth, gray/colour, alpha, ICC profile."""
     colour, _ = _split_pixels(pixels, None)
-    colour = colour[..., :3].astype(np.float32)
+    colour = colour[..., :3].astype(np.float32, copy=False)  # read only below: no copy of a big image
     if like.is_gray and colour.shape[2] == 3:
         colour = (colour @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]  # as Pillow's RGB→L
     elif not like.is_gray and colour.shape[2] == 1:

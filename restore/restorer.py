@@ -94,33 +94,40 @@ class Restorer:
         raise RestoreError(f"cannot restore a {type(image).__name__}: pass a numpy array, PIL image or tensor")
 
     def restore_array(self, pixels: np.ndarray, *, sigma: float | None = None, progress=None) -> np.ndarray:
-        """H×W×C float32 in [0,1] → H×W×C float32 in [0,1] (C = 1 or 3)."""
+        """H×W×C float32 in [0,1] → H×W×C float32 in [0,1] (C = 1 or 3).
+
+        Memory stays a small multiple of the image: a gray model restores a colour image one
+        channel at a time, the σ map is appended per batch of tiles (not as a full-size
+        plane), and each result is clamped straight into the output array."""
         if pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
             raise RestoreError(f"expected an H×W×C image with 1 or 3 channels, got shape {pixels.shape}")
         t0 = time.perf_counter()
-        x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)).unsqueeze(0)
-        batch, merge = self._fit_channels(x)
         used_sigma = None
+        fn = self.backend
         if self.entry.noise_map:
             used_sigma = float(sigma) if sigma is not None else estimate_sigma(pixels)
-            batch = append_noise_map(batch, used_sigma)
+            fn = _WithNoiseMap(self.backend, used_sigma)
         elif sigma is not None and self.task.startswith("denoise"):
             raise RestoreError(f"model {self.name!r} is trained for one noise level and takes no --sigma")
-        out = restore_tensor(self.backend, batch, config=self.tile, size_multiple=self.size_multiple,
-                             out_channels=self.channels, progress=progress)
-        result = merge(out).clamp_(0, 1)[0].numpy().transpose(1, 2, 0)
+        h, w, c = pixels.shape
+        # gray model: each channel alone; colour model: all channels (a gray image replicated)
+        groups = [slice(k, k + 1) for k in range(c)] if self.channels == 1 else [slice(0, c)]
+        result = np.empty((h, w, c), np.float32)
+        for n, group in enumerate(groups):
+            x = torch.from_numpy(_plane_view(pixels[..., group].transpose(2, 0, 1)))[None]
+            if x.shape[1] != self.channels:  # colour model, gray image: replicate, then average back
+                x = x.expand(-1, self.channels, -1, -1)
+            step = None if progress is None else (
+                lambda done, total, n=n: progress(done + n * total, total * len(groups)))
+            out = restore_tensor(fn, x, config=self.tile, size_multiple=self.size_multiple,
+                                 out_channels=self.channels, progress=step)
+            del x
+            if out.shape[1] != result[..., group].shape[2]:
+                out = out.mean(dim=1, keepdim=True)
+            result[..., group] = out[0].clamp_(0, 1).permute(1, 2, 0).numpy()
+            del out
         self.last = RunInfo(sigma=used_sigma, seconds=time.perf_counter() - t0, backend=self.backend.describe())
-        return np.ascontiguousarray(result)
-
-    def _fit_channels(self, x: torch.Tensor):
-        """Map the image's channels to the model's; return the batch and the inverse map."""
-        c = x.shape[1]
-        if c == self.channels:
-            return x, lambda y: y
-        if self.channels == 1:  # gray model, colour image: the three channels as a batch of three
-            return x.permute(1, 0, 2, 3), lambda y: y.permute(1, 0, 2, 3)
-        # colour model, gray image: replicate, then average back
-        return x.expand(-1, 3, -1, -1).contiguous(), lambda y: y.mean(dim=1, keepdim=True)
+        return result
 
     def _restore_numpy(self, image: np.ndarray, **kw) -> np.ndarray:
         arr, kind = _to_unit_float(image)
@@ -152,6 +159,25 @@ class Restorer:
         outs = [torch.from_numpy(self.restore_array(x.detach().cpu().float().numpy().transpose(1, 2, 0), **kw).transpose(2, 0, 1).copy()) for x in items]
         out = torch.stack(outs)
         return (out if batched else out[0]).to(t.device)
+
+
+def _plane_view(arr: np.ndarray) -> np.ndarray:
+    """The channel(s) as C×H×W float32 without copying when possible: tiles are cut (and
+    copied) from this view batch by batch, so a full-size copy would only cost memory."""
+    if arr.dtype == np.float32 and arr.flags.writeable and all(s >= 0 for s in arr.strides):
+        return arr
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+class _WithNoiseMap:
+    """A backend that appends the constant σ map to each batch of tiles it is given."""
+
+    def __init__(self, backend, sigma: float):
+        self.backend, self.sigma = backend, sigma
+        self.device = getattr(backend, "device", "cpu")
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.backend(append_noise_map(batch, self.sigma))
 
 
 def _to_unit_float(image: np.ndarray) -> tuple[np.ndarray, np.dtype]:

@@ -1,4 +1,4 @@
-"""Bad, odd and hostile input files never crash `restore denoise` (issue #8, items 1–2).
+"""Bad, odd and hostile input files never crash `restore` (issue #8, items 1, 2 and 5).
 
 A corpus of 60+ files is generated into tmp_path at test time (no binary junk in git):
 each file is either restored (exit 0, one output of the right size, nothing else) or
@@ -9,6 +9,11 @@ skipped with a line, and a summary is printed.
 Inputs are never lost: an output path that resolves to the input is refused without
 --overwrite, and a crash in the middle of writing the output leaves the input untouched
 and no partial output behind.
+
+Untrusted files (item 5): hostile genotype JSON is refused before any layer is built,
+weights are read as safetensors only (a pickle posing as weights never runs), tampered
+zoo weights fail their sha256 before being read, and ONNX Runtime reads an .onnx file only
+from the path the user gives.
 """
 
 from __future__ import annotations
@@ -370,37 +375,6 @@ def test_tiny_images_are_padded_and_restored(tmp_path):
         assert "σ ≈0.0" in result.output
 
 
-def test_max_pixels_option(tmp_path):
-    src = tmp_path / "a.png"
-    _rgb(40, 30).save(src)
-    result, _ = invoke("denoise", src, "-o", tmp_path / "out", "--max-pixels", 1000)
-    assert result.exit_code == 2 and result.output.strip() == (
-        f"error: '{src}' is 40×30 = 1200 pixels, above the limit of 1000 pixels (set --max-pixels)")
-    result, _ = invoke("denoise", src, "-o", tmp_path / "out", "--max-pixels", 0)
-    assert result.exit_code == 2 and result.output.strip() == "error: --max-pixels must be a positive number of pixels, got 0"
-    assert not (tmp_path / "out").exists()
-    result, _ = invoke("denoise", src, "-o", tmp_path / "out", "--max-pixels", 1200)
-    assert result.exit_code == 0
-
-
-def test_decompression_bomb_costs_nothing(tmp_path):
-    """A 100-byte PNG declaring 9000×9000 (81 MP, under the default limit) is refused by a
-    lower --max-pixels from its header alone: no pixel buffer is allocated."""
-    import tracemalloc
-
-    src = tmp_path / "bomb.png"
-    src.write_bytes(_bomb_png(9000, 9000))
-    assert src.stat().st_size < 200
-    tracemalloc.start()
-    try:
-        result, _ = invoke("denoise", src, "-o", tmp_path / "out", "--max-pixels", 10_000_000)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert result.exit_code == 2 and "9000×9000 = 81 MP, above the limit of 10 MP" in result.output
-    assert peak < 20 * 2**20  # the image would take 81 MB as bytes, 324 MB as float32
-
-
 # --------------------------------------------------------------------------- 2. inputs are never lost
 
 
@@ -481,3 +455,207 @@ def test_crash_while_writing_the_output(tmp_path, monkeypatch, failure):
     assert result.exit_code == code
     assert (out / "a_denoise.png").read_bytes() == previous and everything_in(out) == ["a_denoise.png"]
     assert src.read_bytes() == original
+
+
+# --------------------------------------------------------------------------- 5. untrusted files
+
+GOOD_GENOTYPE = {
+    "format": "restore-genotype", "version": 1, "space": "modnas", "name": "small",
+    "head_channels": 8, "stages": 1, "in_channels": 1, "out_channels": 1, "noise_map": False,
+    "encoder": [{"layers": [{"op": "conv_3x3", "channels": 8}], "sample": {"op": "area", "channels": 8}}],
+    "decoder": [
+        {"layers": [{"op": "conv_3x3", "channels": 8}], "sample": {"op": "nearest", "channels": 8}},
+        {"layers": [{"op": "res_block_3x3", "channels": 8}], "sample": None, "fuse_channels": 8},
+    ],
+}
+
+
+def _genotype(**changes) -> dict:
+    import copy
+
+    g = copy.deepcopy(GOOD_GENOTYPE)
+    for path, value in changes.items():
+        *keys, last = path.split("__")
+        target = g
+        for k in keys:
+            target = target[int(k)] if k.isdigit() else target[k]
+        target[int(last) if last.isdigit() else last] = value
+    return g
+
+
+HOSTILE_GENOTYPES = {
+    "unknown op": (_genotype(encoder__0__layers__0__op="os.system"), "unknown"),
+    "wrong version": (_genotype(version=2), "unsupported genotype version 2"),
+    "no version": ({k: v for k, v in GOOD_GENOTYPE.items() if k != "version"}, "unsupported genotype version"),
+    "a million channels": (_genotype(encoder__0__layers__0__channels=10**6), "outside [1, 1024]"),
+    "head of 10^9": (_genotype(head_channels=10**9), "outside [1, 1024]"),
+    "negative channels": (_genotype(decoder__0__layers__0__channels=-8), "outside [1, 1024]"),
+    "channels as text": (_genotype(encoder__0__layers__0__channels="8"), "must be an integer"),
+    "channels as float": (_genotype(encoder__0__layers__0__channels=8.0), "must be an integer"),
+    "true as a number": (_genotype(stages=True), "must be an integer"),
+    "10^4 stages": (_genotype(stages=10**4), "outside [1, 16]"),
+    "1000 layers": (_genotype(encoder__0__layers=[{"op": "conv_3x3", "channels": 8}] * 1000), "more than the limit"),
+    "unknown field": ({**GOOD_GENOTYPE, "__class__": "x"}, "unknown field"),
+    "unknown space": (_genotype(space="evil"), "unknown search space"),
+    "not an object": ([1, 2, 3], "not a restore genotype"),
+    "hinas too wide": ({"format": "restore-genotype", "version": 1, "space": "hinas", "base_width": 10**6,
+                        "cell": [{"inputs": [0, 1], "ops": ["conv_3x3", "conv_3x3"]}], "widths": [0]},
+                       "outside [1, 256]"),
+}
+
+
+@pytest.fixture
+def no_layers_built(monkeypatch):
+    """Fail the test if any real (non-meta) conv layer is constructed."""
+    import torch
+
+    built = []
+    original = torch.nn.Conv2d.__init__
+
+    def watched(self, *args, **kwargs):
+        device = kwargs.get("device") or torch.get_default_device()
+        if torch.device(device).type != "meta":
+            built.append(args)
+            raise AssertionError(f"a Conv2d{args} was built from an untrusted genotype")
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Conv2d, "__init__", watched)
+    return built
+
+
+@pytest.mark.parametrize("case", HOSTILE_GENOTYPES)
+def test_hostile_genotypes_are_refused_before_any_layer_is_built(tmp_path, no_layers_built, case):
+    import json
+
+    from restore.errors import RestoreError
+    from restore.models.genotype import load_genotype
+
+    data, message = HOSTILE_GENOTYPES[case]
+    path = tmp_path / "genotype.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(RestoreError, match=message.replace("[", r"\[").replace("^", r"\^")):
+        load_genotype(path)
+    result, _ = invoke("info", path)  # loads and builds the network to describe it
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert message in result.output
+    assert not no_layers_built
+
+
+def test_malformed_genotype_files_are_one_line_errors(tmp_path, no_layers_built):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)  # 400 kB: under the size limit, over the parser's stack
+    big = tmp_path / "big.json"
+    big.write_text(" " * 2_000_000 + "{}")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"format": "restore-genotype", ')
+    for path, message in ((deep, "nested too deeply"), (big, "larger than 1 MB"), (broken, "not valid JSON")):
+        result, _ = invoke("info", path)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not no_layers_built
+
+
+def test_a_genotype_too_big_in_total_is_refused_without_allocating(tmp_path, no_layers_built):
+    """Every field within its bound, but 47 layers of 1024-channel 5×5 convs ask for 1.26 G
+    weights (5 GB): the parameter count comes from a build on the meta device, which
+    allocates nothing, and the real build never starts."""
+    import json
+
+    layers = [{"op": "conv_5x5", "channels": 1024}] * 16
+    huge = _genotype(name="huge", head_channels=1024, encoder=[
+        {"layers": layers, "sample": {"op": "area", "channels": 1024}}], decoder=[
+        {"layers": layers, "sample": {"op": "nearest", "channels": 1024}},
+        {"layers": layers[:-1], "sample": None, "fuse_channels": 1024}])
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(huge))
+
+    def rss_mb() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    before = rss_mb()
+    result, _ = invoke("info", path)
+    assert result.exit_code == 2, result.output
+    assert "genotype 'huge' asks for 1,263 M parameters, above the limit of 50 M; refusing to build it" in result.output
+    assert not no_layers_built
+    assert rss_mb() - before < 200  # the weights alone would be 5 GB
+
+
+def test_weights_are_read_as_safetensors_only(tmp_path):
+    """A run folder whose best.safetensors is really a pickle that would run code when
+    unpickled: refused in one line, and the code never runs."""
+    import json
+    import pickle  # only to build the hostile file
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "genotype.json").write_text(json.dumps(GOOD_GENOTYPE))
+    (run / "best.safetensors").write_bytes(pickle.dumps({"weights": Payload()}))
+    src = tmp_path / "a.png"
+    _gray(20, 16).save(src)
+    result, _ = invoke("denoise", src, "--model", run, "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "cannot read weights" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_tampered_zoo_weights_are_refused_before_they_are_read(tmp_path, monkeypatch):
+    """The end-to-end path of tests/test_registry.py's sha256 check: `restore denoise` with
+    a zoo whose default weights had one byte changed never opens them as tensors."""
+    import shutil
+
+    import safetensors.torch
+
+    import restore.zoo.registry as registry
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(registry._zoo_dir(), zoo, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    entry = registry.default_entry("denoise", 1)
+    weights = zoo / entry.folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    monkeypatch.setattr(registry, "_zoo_dir", lambda: zoo)
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: pytest.fail("tampered weights were read"))
+    src = tmp_path / "a.png"
+    _gray(20, 16).save(src)
+    result, _ = invoke("denoise", src, "-o", tmp_path / "out")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert f"weights of {entry.name!r} fail the sha256 check" in result.output and "refusing to load" in result.output
+
+
+def test_onnx_runtime_reads_onnx_only_from_the_users_path(tmp_path, monkeypatch):
+    """Without --onnx-file the ONNX Runtime backend exports the model in memory and reads
+    no .onnx file from anywhere; with it, exactly the user's file is read."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import torch
+
+    from restore.export.ort_backend import OnnxRuntimeBackend
+    from restore.zoo.registry import ModelEntry
+
+    import restore.export.onnx as export_onnx
+
+    reads, exported = [], []
+    real_read_bytes, real_export = Path.read_bytes, export_onnx.export_onnx_model
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or real_read_bytes(self))
+    monkeypatch.setattr(export_onnx, "export_onnx_model", lambda *a, **k: exported.append(real_export(*a, **k)) or exported[-1])
+    net = torch.nn.Conv2d(1, 1, 3, padding=1)
+    entry = ModelEntry("one-conv", "denoise", 1)
+    OnnxRuntimeBackend.for_model(net, entry=entry, device="cpu")
+    assert len(exported) == 1 and not [p for p in reads if p.suffix == ".onnx"]
+
+    user_file = tmp_path / "mine.onnx"
+    user_file.write_bytes(exported[0].SerializeToString())  # the same graph, now a file the user names
+    reads.clear()
+    backend = OnnxRuntimeBackend.for_model(net, entry=entry, device="cpu", onnx_path=user_file)
+    assert [p for p in reads if p.suffix == ".onnx"] == [user_file]
+    assert backend(torch.rand(1, 1, 8, 8)).shape == (1, 1, 8, 8)

@@ -205,13 +205,13 @@ def test_search_killed_twice_ends_like_an_uninterrupted_search(tiny_train_dir, t
     """`restore search --preset tiny-modnas`, killed at a random step and inside a checkpoint
     write: the resumed search has bit-identical supernet weights, α/β/γ/δ, optimiser state,
     best-so-far, logs and genotype (single process; see test_search for two processes)."""
-    steps = 16
+    steps = 12
     run = tmp_path / "killed"
     start = ["search", "--preset", "tiny-modnas", "--data", tiny_train_dir, "--run", run, "--steps", steps,
              "--threads", 1, "--no-progress"]
     resume = ["search", "--run", run, "--no-progress"]
 
-    kill_at_random_step(Launch(start), run, 3, 8)
+    kill_at_random_step(Launch(start), run, 3, 6)
     first = checkpoint_step(run)
     assert first >= 2, f"[seed {SEED}]"
 

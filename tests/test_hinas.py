@@ -46,7 +46,7 @@ def zero_head(net: torch.nn.Module) -> None:
 # --------------------------------------------------------------------------- supernet
 
 
-@pytest.mark.parametrize("channels,noise_map", [(1, False), (1, True), (3, False), (3, True)])
+@pytest.mark.parametrize("channels,noise_map", [(1, False), (3, True)])  # gray and colour+σ map cover every path
 def test_supernet_forward_backward(channels, noise_map):
     net = small_supernet(channels, noise_map)
     y = net(net_input(channels, noise_map, 64, 64, batch=2))

@@ -305,3 +305,18 @@ def test_for_model_through_tiled_runtime(gpu_setup, tmp_path):
     assert float((restore_tensor(backend, x, config=config) - want).abs().max()) <= 1e-3
     TensorRTBackend.for_model(net, entry=entry, device="cuda", tile=64, max_side=256, cache_dir=tmp_path)
     assert engine.stat().st_mtime_ns == built  # cached: loaded, not rebuilt
+
+
+def test_engine_cache_is_private(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from restore.errors import RestoreError
+    from restore.export.cache import private_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = private_cache_dir("tensorrt")
+    assert stat.S_IMODE(folder.stat().st_mode) & 0o077 == 0
+    os.chmod(folder, 0o777)
+    with pytest.raises(RestoreError, match="writable by other users"):
+        private_cache_dir("tensorrt")

@@ -65,6 +65,24 @@ def _error(exc: BaseException) -> gr.Error:
     return gr.Error("restoring failed unexpectedly (details are in the server log)", print_exception=False)
 
 
+def _slider_files(result) -> tuple[str, str]:
+    """The before/after images as PNG files in this request's own folder.
+
+    Given arrays, gradio encodes them and writes the bytes to a cache path named by their
+    hash, non-atomically, on every request: two requests with identical images (two users
+    restoring the same example) rewrite one file while it is being served, and a client
+    gets a truncated download (seen under 20 concurrent requests, tests/test_app_load.py).
+    Files go through gradio's copy-to-cache instead, which renames atomically."""
+    from PIL import Image
+
+    paths = []
+    for name, pixels in (("before", result.before), ("after", result.after)):
+        path = result.download.parent / f"{name}.png"
+        Image.fromarray(pixels).save(path, compress_level=1)
+        paths.append(str(path))
+    return paths[0], paths[1]
+
+
 def build_demo(service: AppService) -> gr.Blocks:
     limits = service.limits
     tasks = [(label, task) for task, label in TASK_LABELS.items()]
@@ -78,7 +96,7 @@ def build_demo(service: AppService) -> gr.Blocks:
             raise _error(exc) from None
         for note in result.notes:
             gr.Warning(note)
-        return (result.before, result.after), result.summary, str(result.download)
+        return _slider_files(result), result.summary, str(result.download)
 
     def on_task(task):
         # the model info is refreshed here too: the dropdown's value may stay "auto", so its

@@ -14,7 +14,6 @@ mode by itself.
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,7 +72,9 @@ def select_providers(device: str) -> list:
     device_id = int(device.partition(":")[2] or 0)
     providers: list = []
     if "TensorrtExecutionProvider" in available:
-        cache = Path(tempfile.gettempdir()) / "restore-ort-trt"
+        from restore.export.cache import private_cache_dir
+
+        cache = private_cache_dir("ort-tensorrt")
         providers.append(("TensorrtExecutionProvider", {
             "device_id": device_id, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)}))
     providers.append(("CUDAExecutionProvider", {"device_id": device_id}))

@@ -431,13 +431,14 @@ class TensorRTBackend:
         """Export (unless `onnx_path` is given), build an engine with the tile as opt shape,
         and cache both (next to the user's ONNX, or in a temp folder) keyed by a hash of
         the weights and settings, so the next run loads instead of rebuilding."""
+        from restore.export.cache import private_cache_dir
         from restore.export.onnx import export_onnx, model_metadata, module_in_channels
 
         trt = require_tensorrt()
         device = _require_cuda(device)
         settings = dict(tile=tile, max_side=max_side, fp16=fp16, dcn=dcn, plugin=dcn_plugin, trt=trt.__version__,
                         gpu=torch.cuda.get_device_name(torch.device(device)))
-        cache = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "restore-trt"
+        cache = Path(cache_dir) if cache_dir else private_cache_dir("tensorrt")
         if onnx_path is not None:
             src = Path(onnx_path)
             key = hashlib.sha256(src.read_bytes() + json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

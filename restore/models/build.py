@@ -15,8 +15,31 @@ from restore.errors import RestoreError
 from restore.models.genotype import Genotype, HiNASGenotype, ModNASGenotype, from_json, load_genotype
 
 
+# Each field of a genotype is bounded on load (restore.models.genotype), but together they
+# can still ask for a huge network (64 layers × 1024 channels × 16 stages ≈ 30 G weights).
+# The shipped and paper networks have < 1 M parameters.
+MAX_PARAMETERS = 50_000_000
+
+
+def parameter_count(genotype: Genotype) -> int:
+    """Exact parameter count, allocating nothing: the network is built on the meta device."""
+    import torch
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in _build(genotype).parameters())
+
+
 def build(genotype: Genotype) -> nn.Module:
-    """A plain nn.Module with only the selected ops (no α/β/γ)."""
+    """A plain nn.Module with only the selected ops (no α/β/γ); refused, before any weight
+    is allocated, when it would have more than `MAX_PARAMETERS` parameters."""
+    count = parameter_count(genotype)
+    if count > MAX_PARAMETERS:
+        raise RestoreError(f"genotype {genotype.name or '(unnamed)'!r} asks for {count / 1e6:,.0f} M parameters, above "
+                           f"the limit of {MAX_PARAMETERS / 1e6:.0f} M; refusing to build it")
+    return _build(genotype)
+
+
+def _build(genotype: Genotype) -> nn.Module:
     if isinstance(genotype, ModNASGenotype):
         from restore.models.modnas import build_modnas
 

@@ -278,6 +278,8 @@ def from_json(text: str) -> Genotype:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RestoreError(f"genotype is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+    except RecursionError:  # "[[[[…" nested deeper than the parser's stack
+        raise RestoreError("genotype JSON is nested too deeply") from None
     return from_dict(data)
 
 

@@ -20,9 +20,17 @@ def append_noise_map(x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tens
     return torch.cat([x, level.expand(n, 1, h, w)], dim=1)
 
 
-def _patches(gray: np.ndarray, size: int, stride: int) -> np.ndarray:
-    windows = np.lib.stride_tricks.sliding_window_view(gray, (size, size))[::stride, ::stride]
-    return windows.reshape(-1, size * size)
+def _patches(gray: np.ndarray, size: int, stride: int, max_patches: int) -> np.ndarray:
+    """float64 patches (one per row) on a `stride` grid, at most `max_patches` of them.
+
+    The subsample (evenly spaced in row-major grid order) is chosen *before* any patch is
+    copied: materialising every patch of a 48 MP photo first would take ~2 GB."""
+    grid = np.lib.stride_tricks.sliding_window_view(gray, (size, size))[::stride, ::stride]
+    rows, cols = grid.shape[:2]
+    if rows * cols > max_patches:  # a deterministic subsample keeps large images fast
+        pick = np.linspace(0, rows * cols - 1, max_patches).astype(int)
+        grid = grid[pick // cols, pick % cols]
+    return grid.reshape(-1, size * size).astype(np.float64)
 
 
 def estimate_sigma(image: np.ndarray, *, patch: int = 7, stride: int = 3, max_patches: int = 60000) -> float:
@@ -31,14 +39,13 @@ def estimate_sigma(image: np.ndarray, *, patch: int = 7, stride: int = 3, max_pa
     image: H×W or H×W×C float in [0,1]. Colour images are estimated per channel and the
     median is returned (AWGN here is i.i.d. across channels).
     """
-    img = np.asarray(image, dtype=np.float64)
+    img = np.asarray(image)  # no float64 copy of the whole image: only the patches used are converted
     if img.ndim == 3:
-        return float(np.median([estimate_sigma(img[..., c], patch=patch, stride=stride) for c in range(img.shape[2])]))
+        return float(np.median([estimate_sigma(img[..., c], patch=patch, stride=stride, max_patches=max_patches)
+                                for c in range(img.shape[2])]))
     if min(img.shape) < patch:
         return 0.0
-    x = _patches(img, patch, stride)
-    if len(x) > max_patches:  # a deterministic subsample keeps large images fast
-        x = x[np.linspace(0, len(x) - 1, max_patches).astype(int)]
+    x = _patches(img, patch, stride, max_patches)
     x = x - x.mean(axis=0, keepdims=True)
     eig = np.sort(np.linalg.eigvalsh(x.T @ x / len(x)))  # ascending
     eig = np.clip(eig, 0.0, None)

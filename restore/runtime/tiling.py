@@ -195,11 +195,16 @@ def restore_tensor(
     n, _, h, w = x.shape
     total = n * count_tiles(h, w, config, size_multiple)
     counter = _Counter(total, progress)
-    outs = [
-        _restore_one(fn, x[i : i + 1], config, size_multiple, out_channels, device, counter)
-        for i in range(n)
-    ]
-    return outs[0] if n == 1 else torch.cat(outs)
+    first = _restore_one(fn, x[0:1], config, size_multiple, out_channels, device, counter)
+    if n == 1:
+        return first
+    # filled image by image: a list of outputs plus torch.cat would hold the output twice
+    out = torch.empty((n, *first.shape[1:]), dtype=torch.float32)
+    out[0:1] = first
+    del first
+    for i in range(1, n):
+        out[i : i + 1] = _restore_one(fn, x[i : i + 1], config, size_multiple, out_channels, device, counter)
+    return out
 
 
 class _Counter:
