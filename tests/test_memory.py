@@ -6,7 +6,7 @@ pollutes the figure) must not raise the peak RSS by more than 6× the image as f
 (36 MB). Before the fixes of issue #8 it took 10.3× (the σ estimate copied every patch in
 float64, the σ map and the channel batch were full-size copies, the writer made float64
 temporaries of the whole image); it now takes about 4×. The 8000×6000 figure is measured
-by benchmarks/memory_8k.py (docs/RESULTS-reliability.md).
+by benchmarks/memory_8k.py (docs/RESULTS.md §5).
 
 The pixel limit refuses images from their header, before any pixel is decoded.
 """

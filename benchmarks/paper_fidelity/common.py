@@ -45,7 +45,7 @@ TRAIN400 = SHARED / "data/train/Train400"
 SET12 = SHARED / "data/test/Set12"
 
 # --------------------------------------------------------------------------- CPU budget
-# One place for the budget of every search and training arm (see docs/RESULTS-paper-fidelity.md).
+# One place for the budget of every search and training arm (see docs/RESULTS.md §6).
 # Measured on the 2-core dev machine with both cores already busy: a C=8, 2-level, T=2
 # supernet step (batch 4 of 32×32) takes ≈0.6 s forward+backward; modnas-b (T=1) ≈0.5 s
 # per training step at batch 8 of 40×40.
