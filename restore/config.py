@@ -68,7 +68,8 @@ def config_from_dict(cls: type[T], data: dict, *, where: str = "config") -> T:
     return cls(**values)
 
 
-def load_config(cls: type[T], path: str | Path, **overrides) -> T:
+def read_json_object(path: str | Path) -> dict:
+    """A config file's JSON object, with one-line errors for a missing file or bad JSON."""
     path = Path(path)
     if not path.is_file():
         raise RestoreError(f"config file not found: {path}")
@@ -76,6 +77,14 @@ def load_config(cls: type[T], path: str | Path, **overrides) -> T:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise RestoreError(f"config {path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise RestoreError(f"config {path} must be a JSON object")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path, **overrides) -> T:
+    path = Path(path)
+    data = read_json_object(path)
     data.update({k: v for k, v in overrides.items() if v is not None})
     return config_from_dict(cls, data, where=str(path))
 

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from restore.config import config_from_dict
+from restore.config import config_from_dict, read_json_object
 from restore.errors import RestoreError
 
 SPACES = ("modnas", "hinas")
@@ -165,18 +165,6 @@ def preset_dict(name: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise RestoreError(f"config file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RestoreError(f"config {path} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise RestoreError(f"config {path} must be a JSON object")
-    return data
-
-
 def make_config(preset: str | None = None, config_file: str | Path | None = None, **overrides) -> SearchConfig:
     """Layer a preset, then a JSON config file, then overrides (None values are ignored).
 
@@ -184,7 +172,7 @@ def make_config(preset: str | None = None, config_file: str | Path | None = None
     data: dict = preset_dict(preset) if preset else {}
     where = f"search preset {preset!r}" if preset else "search config"
     if config_file is not None:
-        data.update(_read_json(Path(config_file)))
+        data.update(read_json_object(config_file))
         where = str(config_file)
     data.update({k: v for k, v in overrides.items() if v is not None})
     return config_from_dict(SearchConfig, data, where=where)
