@@ -151,7 +151,12 @@ def search(
 
 # ------------------------------------------------------------------------------- restore
 
-TileOpt = typer.Option(64, "--tile", help="Tile size for patch inference (the papers use 64).")
+TileOpt = typer.Option(64, "--tile", help="Tile size for patch inference (the papers use 64; with --backend tensorrt also the engine's optimal shape).")
+RuntimeDcnPluginOpt = typer.Option(
+    None, "--dcn-plugin", metavar="builtin|restore",
+    help="With --backend tensorrt: how the engine runs DCN layers — 'builtin' (default): TensorRT's "
+         "ModulatedDeformConv2d plugin; 'restore': the project's Triton plugin (TensorRT >= 10.6 + triton; "
+         "also takes asymmetric padding).")
 OverlapOpt = typer.Option(16, "--overlap", help="Overlap between tiles, blended with smooth weights.")
 
 
@@ -161,15 +166,28 @@ def _tile_config(tile: int, overlap: int, no_tile: bool, batch: int = 16):
     return TileConfig(tile=None if no_tile else tile, overlap=overlap, batch_size=batch)
 
 
+def _check_trt_backend(backend: str, dcn_plugin: Optional[str]) -> None:
+    """--dcn-plugin belongs to --backend tensorrt; TensorRT (and for the restore plugin,
+    Triton) must be installed — checked before any model is loaded, as one line."""
+    if backend != "tensorrt":
+        if dcn_plugin is not None:
+            raise RestoreError(f"--dcn-plugin only applies to --backend tensorrt, not {backend}")
+        return
+    from restore.export.tensorrt import require_trt_build
+
+    require_trt_build(dcn_plugin or "builtin")
+
+
 def _run_task(task: str, inputs: List[str], output_dir: Optional[Path], model: Optional[str], sigma: Optional[float],
               tile: int, overlap: int, no_tile: bool, backend: str, device: str, overwrite: bool, max_pixels: int,
-              onnx_file: Optional[Path]) -> None:
+              onnx_file: Optional[Path], dcn_plugin: Optional[str] = None) -> None:
     from restore.pipeline import restore_files
 
+    _check_trt_backend(backend, dcn_plugin)
     report = restore_files(
         task, inputs, output_dir=output_dir, model=model, sigma=sigma, tile=_tile_config(tile, overlap, no_tile),
         backend=backend, device=device, overwrite=overwrite, max_pixels=max_pixels, onnx_path=onnx_file,
-        echo=lambda line: typer.echo(line),
+        dcn_plugin=dcn_plugin, echo=lambda line: typer.echo(line),
     )
     if report.failed:
         _fail(f"{len(report.failed)} of {report.total} file(s) failed", code=1)
@@ -189,8 +207,10 @@ def _task_command(task: str, summary: str, sigma_help: Optional[str]):
         overwrite: bool = typer.Option(False, "--overwrite", help="Allow replacing existing files (including the input)."),
         max_pixels: int = typer.Option(100_000_000, "--max-pixels", help="Refuse images with more pixels than this."),
         onnx_file: Optional[Path] = typer.Option(None, "--onnx-file", help="With --backend onnx/tensorrt: an exported model to run."),
+        dcn_plugin: Optional[str] = RuntimeDcnPluginOpt,
     ):
-        _run_task(task, inputs, output_dir, model, sigma, tile, overlap, no_tile, backend, device, overwrite, max_pixels, onnx_file)
+        _run_task(task, inputs, output_dir, model, sigma, tile, overlap, no_tile, backend, device, overwrite, max_pixels,
+                  onnx_file, dcn_plugin)
 
     command.__doc__ = summary
     return user_errors(command)
@@ -324,15 +344,25 @@ def _onnx_out_path(out: Optional[Path], name: str, fp16: bool) -> Path:
     return out if out.suffix == ".onnx" else out / filename
 
 
-def _export_engine(onnx_path: Path, size_multiple: int, tile: int, fp16: bool) -> None:
-    from restore.export.tensorrt import build_engine, profile_hw, require_tensorrt
+def _export_engine(onnx_path: Path, size_multiple: int, tile: int, fp16: bool, dcn_plugin: str,
+                   workspace_mb: int) -> None:
+    from restore.export import tensorrt as trt_export
 
-    trt = require_tensorrt()
-    min_hw, opt_hw, max_hw = profile_hw(tile, size_multiple)
-    engine = build_engine(onnx_path, onnx_path.with_suffix(".engine"), min_hw=min_hw, opt_hw=opt_hw, max_hw=max_hw,
-                          fp16=fp16, timing_cache=onnx_path.parent / "timing.cache")
+    trt = trt_export.require_trt_build(dcn_plugin)
+    min_hw, opt_hw, max_hw = trt_export.profile_hw(tile, size_multiple)
+    engine = trt_export.build_engine(onnx_path, onnx_path.with_suffix(".engine"), min_hw=min_hw, opt_hw=opt_hw,
+                                     max_hw=max_hw, fp16=fp16, workspace_mb=workspace_mb,
+                                     timing_cache=onnx_path.parent / "timing.cache", dcn_plugin=dcn_plugin)
+    if not trt_export.has_deformconv(onnx_path):
+        dcn_note = "no DeformConv layers"
+    elif dcn_plugin == "builtin":
+        dcn_note = "DeformConv via TensorRT's built-in ModulatedDeformConv2d plugin"
+    else:
+        dcn_note = ("DeformConv via the restore Triton plugin: load it with "
+                    "restore.export.tensorrt.TensorRTBackend(ENGINE, dcn_plugin='restore')")
     typer.echo(f"wrote {engine} ({engine.stat().st_size / 1e6:.2f} MB, TensorRT {trt.__version__}, "
-               f"H×W from {min_hw[0]} to {max_hw[0]}, optimised for {opt_hw[0]})")
+               f"H×W from {min_hw[0]} to {max_hw[0]}, optimised for {opt_hw[0]}, workspace {workspace_mb} MB, "
+               f"{dcn_note})")
 
 
 @app.command()
@@ -345,11 +375,23 @@ def export(
     dcn: str = typer.Option("deformconv", "--dcn", help="DCN layers as ONNX DeformConv, or 'decomposed' (GridSample→Mul→Conv) for runtimes without it."),
     fp16: bool = typer.Option(False, "--fp16", help="float16 weights and activations (input and output stay float32)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .onnx file, or a folder (default: ./MODEL.onnx)."),
-    tile: int = typer.Option(64, "--tile", help="Tile size the model will run at (metadata; TensorRT's optimal shape)."),
+    tile: int = typer.Option(64, "--tile", help="Tile size the model will run at (metadata; with --trt the engine's optimal H×W — it accepts any H×W from one size multiple up to 1024)."),
+    dcn_plugin: Optional[str] = typer.Option(
+        None, "--dcn-plugin", metavar="builtin|restore",
+        help="With --trt: how the engine runs DeformConv layers. 'builtin' (default): TensorRT's ModulatedDeformConv2d "
+             "plugin, mapped by its ONNX parser (symmetric padding only). 'restore': the project's own plugin with a "
+             "Triton kernel, for TensorRT builds without the built-in one or graphs it refuses (needs TensorRT >= 10.6 "
+             "and triton; the engine then runs only in a Python process that registered the plugin). "
+             "Not used with --dcn decomposed or nets without DCN."),
+    workspace: Optional[int] = typer.Option(
+        None, "--workspace", metavar="MB", min=1,
+        help="With --trt: scratch GPU memory TensorRT's builder may give a layer, in MB (default 2048); lower it on "
+             "small GPUs, raise it if the build reports tactics skipped for lack of memory."),
 ):
     """Export a model for deployment: ONNX (with a parity check against PyTorch) and/or TensorRT.
 
-    Example: restore export modnas-b --onnx -o exports/
+    Examples: restore export modnas-b --onnx -o exports/ ·
+    restore export hinas-genotype.json --trt --tile 128 --dcn-plugin restore --workspace 1024 -o exports/
     """
     from restore.export.onnx import (FP16_ATOL, check_export_args, check_parity, example_image, export_onnx, has_dcn,
                                      model_metadata, module_in_channels, parity_inputs, resolve_model_source)
@@ -357,10 +399,15 @@ def export(
     if not (to_onnx or to_trt):
         raise RestoreError("say what to export: --onnx and/or --trt")
     check_export_args(opset, dcn)
-    if to_trt and not to_onnx:
-        from restore.export.tensorrt import require_tensorrt
+    if not to_trt and (dcn_plugin is not None or workspace is not None):
+        raise RestoreError("--dcn-plugin and --workspace are TensorRT build options: add --trt")
+    if to_trt:
+        from restore.export.tensorrt import check_dcn_plugin, require_trt_build
 
-        require_tensorrt()  # before the slow export, since nothing else was asked for
+        dcn_plugin = check_dcn_plugin(dcn_plugin or "builtin")
+        workspace = 2048 if workspace is None else workspace
+        if not to_onnx:  # before the slow export, since nothing else was asked for
+            require_trt_build(dcn_plugin if dcn == "deformconv" else "builtin")
     module, entry, note = resolve_model_source(model)
     if note:
         typer.echo(note)
@@ -377,7 +424,7 @@ def export(
     typer.echo(report.table())
     report.raise_on_failure()
     if to_trt:
-        _export_engine(path, multiple, tile, fp16)
+        _export_engine(path, multiple, tile, fp16, dcn_plugin, workspace)
 
 
 _BENCH_BACKENDS = {"torch": "torch", "onnx": "onnx", "onnxruntime": "onnx", "tensorrt": "tensorrt", "trt": "tensorrt"}
@@ -394,6 +441,7 @@ def bench(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch and ONNX Runtime."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+    dcn_plugin: Optional[str] = RuntimeDcnPluginOpt,
 ):
     """Speed of a model on one backend: parameters, FLOPs per megapixel, whole-image and tiled latency.
 
@@ -414,10 +462,7 @@ def bench(
         raise RestoreError(f"unknown backend {backend!r} (choose torch, onnx or tensorrt)")
     if size < 1 or tile < 1:
         raise RestoreError("--size and --tile must be positive")
-    if kind == "tensorrt":
-        from restore.export.tensorrt import require_tensorrt
-
-        require_tensorrt()  # before loading and profiling the model
+    _check_trt_backend(kind, dcn_plugin)  # before loading and profiling the model
     if threads:
         torch.set_num_threads(threads)
     module, entry, note = resolve_model_source(model)
@@ -426,7 +471,7 @@ def bench(
     in_channels, multiple = module_in_channels(module), int(getattr(module, "size_multiple", 1))
     side = -(-size // multiple) * multiple
     cost = profile_module(module, in_channels, side)  # before the backend takes the module
-    runner = make_backend(kind, module, device=device, entry=entry)
+    runner = make_backend(kind, module, device=device, entry=entry, tile=tile, dcn_plugin=dcn_plugin)
     x = torch.rand(1, in_channels, side, side, generator=torch.Generator().manual_seed(0))
     if entry.noise_map:
         x[:, -1] = 25 / 255

@@ -84,7 +84,8 @@ class _RestorerCache:
 def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: str | None = None,
                   sigma: float | None = None, tile: TileConfig | None = None, backend: str = "torch",
                   device: str = "auto", overwrite: bool = False, max_pixels: int | None = None,
-                  onnx_path: Path | None = None, echo: Callable[[str], None] = print) -> Report:
+                  onnx_path: Path | None = None, dcn_plugin: str | None = None,
+                  echo: Callable[[str], None] = print) -> Report:
     paths = expand_inputs(inputs)
     if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1):
         raise RestoreError(f"--max-pixels must be a positive number of pixels, got {max_pixels!r}")
@@ -92,7 +93,8 @@ def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: s
         output_dir = Path(output_dir)
         if output_dir.exists() and not output_dir.is_dir():
             raise RestoreError(f"--output-dir {output_dir} is a file, not a folder")
-    restorers = _RestorerCache(task, model, backend=backend, device=device, tile=tile, onnx_path=onnx_path)
+    restorers = _RestorerCache(task, model, backend=backend, device=device, tile=tile, onnx_path=onnx_path,
+                               dcn_plugin=dcn_plugin)
     report = Report(total=len(paths))
     single = len(paths) == 1
     outputs = _plan_outputs(paths, task, output_dir)

@@ -35,8 +35,15 @@ class RunInfo:
     extra: dict = field(default_factory=dict)
 
 
-def make_backend(kind: str, module: nn.Module, *, device: str, entry: ModelEntry, onnx_path: str | Path | None = None):
-    """torch | onnx | tensorrt — the heavy ones are imported only when asked for."""
+def make_backend(kind: str, module: nn.Module, *, device: str, entry: ModelEntry, onnx_path: str | Path | None = None,
+                 tile: int | None = None, dcn_plugin: str | None = None):
+    """torch | onnx | tensorrt — the heavy ones are imported only when asked for.
+
+    TensorRT only: `tile` is the engine's optimal H×W (the tile size the runtime will feed;
+    None: the default tile) and `dcn_plugin` the plugin for DCN layers ("builtin", the
+    default, or "restore"); passing `dcn_plugin` to another backend is an error."""
+    if dcn_plugin is not None and kind != "tensorrt":
+        raise RestoreError(f"--dcn-plugin only applies to --backend tensorrt, not {kind}")
     if kind == "torch":
         return TorchBackend(module, device=device)
     if kind == "onnx":
@@ -46,18 +53,20 @@ def make_backend(kind: str, module: nn.Module, *, device: str, entry: ModelEntry
     if kind == "tensorrt":
         from restore.export.tensorrt import TensorRTBackend
 
-        return TensorRTBackend.for_model(module, entry=entry, device=device, onnx_path=onnx_path)
+        return TensorRTBackend.for_model(module, entry=entry, device=device, onnx_path=onnx_path,
+                                         tile=tile or TileConfig().tile, dcn_plugin=dcn_plugin or "builtin")
     raise RestoreError(f"unknown backend {kind!r} (choose torch, onnx or tensorrt)")
 
 
 class Restorer:
     def __init__(self, module: nn.Module, entry: ModelEntry, *, backend: str = "torch", device: str = "auto",
-                 tile: TileConfig | None = None, onnx_path: str | Path | None = None):
+                 tile: TileConfig | None = None, onnx_path: str | Path | None = None, dcn_plugin: str | None = None):
         self.entry = entry
         self.module = module.eval()
         self.size_multiple = int(getattr(module, "size_multiple", 1))
         self.tile = tile if tile is not None else TileConfig()
-        self.backend = make_backend(backend, module, device=device, entry=entry, onnx_path=onnx_path)
+        self.backend = make_backend(backend, module, device=device, entry=entry, onnx_path=onnx_path,
+                                    tile=self.tile.tile, dcn_plugin=dcn_plugin)
         self.last = RunInfo()
 
     # ---------------------------------------------------------------- facts
@@ -221,8 +230,11 @@ def entry_for_run(run_dir: Path) -> tuple[ModelEntry, Path]:
 
 
 def load(name: str | Path | None = None, *, task: str = "denoise", channels: int = 1, backend: str = "torch",
-         device: str = "auto", tile: TileConfig | None = None, onnx_path: str | Path | None = None) -> Restorer:
-    """A ready-to-use restorer: a zoo model name, a training run folder, or the task default."""
+         device: str = "auto", tile: TileConfig | None = None, onnx_path: str | Path | None = None,
+         dcn_plugin: str | None = None) -> Restorer:
+    """A ready-to-use restorer: a zoo model name, a training run folder, or the task default.
+
+    `dcn_plugin` (TensorRT backend only): "builtin" or "restore", see `make_backend`."""
     from restore.models.build import build
     from restore.models.genotype import load_genotype
 
@@ -232,4 +244,5 @@ def load(name: str | Path | None = None, *, task: str = "denoise", channels: int
     else:
         entry = get_entry(str(name)) if name is not None else default_entry(task, channels)
         module = load_network(entry)
-    return Restorer(module, entry, backend=backend, device=device, tile=tile, onnx_path=onnx_path)
+    return Restorer(module, entry, backend=backend, device=device, tile=tile, onnx_path=onnx_path,
+                    dcn_plugin=dcn_plugin)

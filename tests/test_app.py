@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -72,10 +73,35 @@ class FakeCatalog:
         return Restorer(Blur(entry.channels), entry, backend=backend, device=device, tile=tile)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@contextmanager
+def serving(service, **options):
+    """The app served on a free port of 127.0.0.1 (port 0: `launch` picks one, and picks again
+    should another process take it first); yields (demo, url) and always stops the server."""
+    pytest.importorskip("gradio")
+    from restore.app import launch
+
+    demo, url = launch(service, port=0, prevent_thread_lock=True, quiet=True, **options)
+    try:
+        yield demo, url
+    finally:
+        demo.close(verbose=False)
+
+
+@pytest.fixture
+def connect(tmp_path):
+    """Opens gradio_client Clients (downloading into tmp_path unless told otherwise) and
+    closes them all after the test, heartbeat threads included."""
+    Client = pytest.importorskip("gradio_client").Client
+
+    opened = []
+
+    def open_client(url: str, downloads: Path | None = None):
+        opened.append(Client(url, verbose=False, download_files=str(downloads or tmp_path)))
+        return opened[-1]
+
+    yield open_client
+    for c in opened:
+        c.close()
 
 
 @pytest.fixture(scope="module")
@@ -254,18 +280,14 @@ def test_cli_app_without_gradio(monkeypatch):
 
 @pytest.fixture(scope="module")
 def served(service):
-    pytest.importorskip("gradio")
-    from restore.app import launch
-
-    demo, url = launch(service, port=free_port(), prevent_thread_lock=True, quiet=True)
-    yield url
-    demo.close()
+    with serving(service) as (_, url):
+        yield url
 
 
-def test_served_app_via_client(served, tmp_path):
-    from gradio_client import Client, handle_file
+def test_served_app_via_client(served, connect, tmp_path):
+    from gradio_client import handle_file
 
-    client = Client(served, verbose=False, download_files=str(tmp_path))
+    client = connect(served)
     (before, after), summary, download = client.predict(
         handle_file(str(EXAMPLES / "monarch_noisy_s25.png")), "denoise", **ARGS, api_name="/restore")
     clean = _clean()[..., 0]
@@ -281,3 +303,29 @@ def test_served_app_via_client(served, tmp_path):
     _, summary, _ = client.predict(handle_file(str(EXAMPLES / "monarch.png")), "denoise",
                                    **{**ARGS, "try_kind": "Gaussian noise (σ)"}, api_name="/restore")
     assert "| restored |" in summary
+
+
+@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
+def test_port_zero_picks_another_port_when_one_is_taken(service, monkeypatch):
+    """`launch(port=0)` picks a free port; if another process binds it first, it picks again."""
+    import gc
+
+    import httpx
+
+    import restore.app
+
+    pick = restore.app._free_port
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        picks = iter([busy])  # first the taken port, then real picks
+        monkeypatch.setattr(restore.app, "_free_port", lambda: next(picks, None) or pick())
+        with serving(service) as (_, url):
+            assert next(picks, None) is None  # the taken port was tried
+            port = int(url.rstrip("/").rsplit(":", 1)[1])
+            assert port != busy and url == f"http://127.0.0.1:{port}/"
+            assert httpx.get(url, timeout=30).status_code == 200
+    # gradio does not close the socket it probes a taken port with: finalise it here, under
+    # this test's warning filter, rather than in whichever test runs the garbage collector next
+    gc.collect()

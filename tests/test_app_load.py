@@ -5,6 +5,9 @@ gradio_client, with the cheap stand-in models of tests/test_app.py (fixed blurs)
   (identical requests used to make gradio serve each other truncated images, see
   restore/app/ui.py `_slider_files`);
 - a full queue turns extra requests away with a clear message, and serves again after;
+
+No timing: requests are held inside the handler on a gate the test opens, so "2 at a
+time" and "the queue is full" are states the test waits for, on a busy machine or not.
 - oversized, non-image, pixel-bomb, tiny and path-forging uploads get clear messages (or a
   refusal), and the server keeps serving.
 """
@@ -15,6 +18,7 @@ import struct
 import threading
 import time
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,7 @@ import pytest
 from restore.app.handlers import AppService, Limits
 from restore.io import read_image
 from restore.metrics import psnr
-from test_app import ARGS, EXAMPLES, FakeCatalog, free_port
+from test_app import ARGS, EXAMPLES, FakeCatalog, connect, serving  # noqa: F401 (connect: a fixture)
 
 pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
@@ -32,11 +36,14 @@ MAX_UPLOAD = 200_000
 
 
 class CountingService(AppService):
-    """Counts requests in flight (and can be slowed down) to see the queue at work."""
+    """Counts requests in flight and holds each one at `gate` (open unless a test closes it),
+    so a test can fill the server's slots and queue and look at them."""
 
-    def __init__(self, *args, delay: float = 0.0, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.delay, self.active, self.peak, self.done = delay, 0, 0, 0
+        self.active, self.peak, self.done = 0, 0, 0
+        self.gate = threading.Event()
+        self.gate.set()
         self._count = threading.Lock()
 
     def run(self, *args, **kwargs):
@@ -44,22 +51,39 @@ class CountingService(AppService):
             self.active += 1
             self.peak = max(self.peak, self.active)
         try:
-            time.sleep(self.delay)
+            if not self.gate.wait(timeout=300):  # a safety net: the test opens it much sooner
+                raise RuntimeError("the test never opened the gate")
             return super().run(*args, **kwargs)
         finally:
             with self._count:
                 self.active -= 1
                 self.done += 1
 
+    @contextmanager
+    def held(self):
+        """Requests wait at the gate inside this block; it always opens on the way out."""
+        self.gate.clear()
+        try:
+            yield
+        finally:
+            self.gate.set()
 
-def serve(tmp_path_factory, *, concurrency: int, queue_size: int, delay: float = 0.0):
-    from restore.app import launch
 
-    service = CountingService(catalog=FakeCatalog(), delay=delay, output_dir=tmp_path_factory.mktemp("app-out"),
+@contextmanager
+def serve(tmp_path_factory, *, concurrency: int, queue_size: int):
+    service = CountingService(catalog=FakeCatalog(), output_dir=tmp_path_factory.mktemp("app-out"),
                               limits=Limits(max_pixels=1_000_000, max_upload_bytes=MAX_UPLOAD))
-    demo, url = launch(service, port=free_port(), prevent_thread_lock=True, quiet=True, concurrency=concurrency,
-                       queue_size=queue_size)
-    return service, demo, url
+    with serving(service, concurrency=concurrency, queue_size=queue_size) as (_, url):
+        yield service, url
+
+
+def wait_until(condition, what: str, timeout: float = 120):
+    """Poll `condition` until true; the timeout only bounds a failure, it is not the test."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -76,15 +100,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, one_thread):
-    service, demo, url = serve(tmp_path_factory, concurrency=2, queue_size=32, delay=0.05)
-    yield service, url
-    demo.close()
-
-
-def client_for(url: str, folder: Path):
-    from gradio_client import Client
-
-    return Client(url, verbose=False, download_files=str(folder))
+    with serve(tmp_path_factory, concurrency=2, queue_size=32) as (service, url):
+        yield service, url
 
 
 def restore_job(client, path: Path, **overrides):
@@ -93,19 +110,30 @@ def restore_job(client, path: Path, **overrides):
     return client.submit(handle_file(str(path)), "denoise", **{**ARGS, **overrides}, api_name="/restore")
 
 
-def test_twenty_concurrent_requests_all_complete(served, tmp_path):
-    service, url = served
-    client = client_for(url, tmp_path)
-    before = service.done
+def _status(job):
+    return job.status().code
+
+
+def test_twenty_concurrent_requests_all_complete(served, connect, tmp_path):
+    from gradio_client.utils import Status
+
     from restore.io import write_image
 
+    service, url = served
+    client = connect(url)
+    before = service.done
     # the same image for everyone (as when users pick the same example): the worst case for caching
     noisy = write_image(tmp_path / "noisy.png", read_image(EXAMPLES / "monarch_noisy_s25.png").pixels[64:192, 64:192])
     clean = read_image(EXAMPLES / "monarch.png").pixels[64:192, 64:192, 0]
-    jobs = [restore_job(client, noisy) for _ in range(20)]
+    with service.held():
+        jobs = [restore_job(client, noisy) for _ in range(20)]
+        # every request has reached the server: held in the handler or waiting in the queue...
+        wait_until(lambda: service.active + sum(_status(j) == Status.IN_QUEUE for j in jobs) == 20,
+                   "all requests in the handler or queued")
+        assert service.active == service.peak == 2  # ...two at a time: `concurrency`, all of it, no more
     results = [job.result(timeout=300) for job in jobs]
     assert service.done - before == 20
-    assert service.peak == 2  # queued: never more than `concurrency` at a time, and that many used
+    assert service.peak == 2
     reference = None
     for (before_png, after_png), summary, download in results:
         restored = read_image(after_png).pixels[..., 0]  # each a complete PNG (no truncated download)
@@ -117,27 +145,32 @@ def test_twenty_concurrent_requests_all_complete(served, tmp_path):
     assert psnr(reference, clean, data_range=1.0) > psnr(noisy_pixels, clean, data_range=1.0) + 3
 
 
-def test_a_full_queue_turns_requests_away_clearly(tmp_path_factory, tmp_path):
-    service, demo, url = serve(tmp_path_factory, concurrency=1, queue_size=2, delay=0.4)
-    try:
-        client = client_for(url, tmp_path)
+def test_a_full_queue_turns_requests_away_clearly(tmp_path_factory, connect):
+    from gradio_client.utils import Status
+
+    with serve(tmp_path_factory, concurrency=1, queue_size=2) as (service, url):
+        client = connect(url)
         small = EXAMPLES / "monarch.png"
-        jobs = [restore_job(client, small) for _ in range(8)]
+        with service.held():
+            first = restore_job(client, small)
+            wait_until(lambda: service.active == 1, "the first request in the handler")
+            # one in the handler, so the queue (2 places) takes two more and turns five away
+            others = [restore_job(client, small) for _ in range(7)]
+            wait_until(lambda: all(j.done() or _status(j) == Status.IN_QUEUE for j in others),
+                       "every request queued or refused")
         outcomes = []
-        for job in jobs:
+        for job in [first, *others]:
             try:
                 job.result(timeout=120)
                 outcomes.append("done")
             except Exception as exc:  # gradio_client's QueueError
                 outcomes.append(str(exc))
         refused = [o for o in outcomes if o != "done"]
-        assert outcomes.count("done") >= 3 and refused, outcomes
+        assert outcomes.count("done") == 3 and len(refused) == 5, outcomes
         assert all(o == "Queue is full! Please try again." for o in refused), outcomes
         assert service.peak == 1
         _, summary, _ = restore_job(client, small).result(timeout=120)  # serving again
         assert "This request" in summary
-    finally:
-        demo.close()
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -148,13 +181,13 @@ def _png_header_only(width: int, height: int) -> bytes:
             + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1) * 2)) + chunk(b"IEND", b""))
 
 
-def test_abusive_uploads_get_clear_messages_and_the_server_keeps_serving(served, tmp_path):
+def test_abusive_uploads_get_clear_messages_and_the_server_keeps_serving(served, connect, tmp_path):
     import httpx
     from gradio_client import handle_file
     from PIL import Image
 
     _, url = served
-    client = client_for(url, tmp_path / "downloads")
+    client = connect(url, tmp_path / "downloads")
     rng = np.random.default_rng(0)
     big = tmp_path / "big.png"
     Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(big)

@@ -1,15 +1,17 @@
 """Crash-safe long runs (issue #8, item 4): `restore train` and `restore search` are killed
-with SIGKILL at random steps and inside a checkpoint write, resumed, and end exactly where
-an uninterrupted run with the same seed ends.
+with SIGKILL at several points — between checkpoints, inside the architecture update,
+while a checkpoint's bytes are being written, after the temp file is complete but before
+the rename, and while a genotype file or a log is being rewritten — resumed each time,
+and end exactly where an uninterrupted run with the same seed ends.
 
 Each killed run is a real process running the CLI (`restore.cli.app` with the same
 arguments a user types), forked from the test process so the ~5 s torch import is paid
-once; SIGKILL gives it no chance to clean up. The checkpoint-write window is made
-deterministic by the RESTORE_TEST_SLOW_CHECKPOINT hook of restore/train/checkpoint.py
-(sleep after the temp file is complete, before the rename).
+once; SIGKILL gives it no chance to clean up. The kill points are exact, not timed: the
+RESTORE_TEST_PAUSE hook (restore/train/faults.py) stops the run at a named point and
+reports its arrival through a marker file, and only then is it killed.
 
-The kill steps are random; the seed is printed in every failure message so a failing
-combination can be replayed with RESTORE_CRASH_SEED=<seed>.
+The random steps come from a fixed seed, printed with the kill plan (pytest -s shows it,
+and every failure message carries it); RESTORE_CRASH_SEED=<n> replays another plan.
 """
 
 from __future__ import annotations
@@ -27,13 +29,19 @@ import torch
 from safetensors.torch import load_file
 
 from restore.search import make_config, search
+from restore.train import faults
 from restore.train.checkpoint import load_state, save_state
 from restore.train.config import TrainConfig
+from restore.train.files import atomic_write
 from restore.train.trainer import train
 
-SEED = int(os.environ.get("RESTORE_CRASH_SEED", time.time_ns() % 100_000))
-rng = random.Random(SEED)
+SEED = int(os.environ.get("RESTORE_CRASH_SEED", "8"))
 TIMEOUT = 120  # seconds any one launch may take before the test gives up
+
+
+def plan_rng(test: str) -> random.Random:
+    """The kill plan's generator: depends only on SEED and the test (not on test order)."""
+    return random.Random(f"{SEED}:{test}")
 
 
 @pytest.fixture(autouse=True)
@@ -64,21 +72,35 @@ def _cli_child(args: list[str], env: dict[str, str]) -> None:
 
 
 class Launch:
-    """A forked process running `restore ARGS`."""
+    """A forked process running `restore ARGS`, optionally told to stop at a fault point."""
 
-    def __init__(self, args: list[str], **env: str):
+    def __init__(self, args: list, *, pause: str | None = None, marker: Path | None = None):
         self.args = [str(a) for a in args]
+        self.pause, self.marker = pause, marker
+        env = {}
+        if pause:
+            marker.unlink(missing_ok=True)
+            env = {faults.PAUSE_ENV: pause, faults.PAUSED_ENV: str(marker)}
         self.proc = multiprocessing.get_context("fork").Process(target=_cli_child, args=(self.args, env))
         self.proc.start()
 
     def alive(self) -> bool:
         return self.proc.exitcode is None
 
-    def kill(self) -> None:
-        assert self.alive(), f"the run ended (exit {self.proc.exitcode}) before it could be killed [seed {SEED}]"
+    def kill_at_pause(self) -> None:
+        """Wait until the run has stopped at its fault point, check it is alive, SIGKILL it."""
+        deadline = time.time() + TIMEOUT
+        while not (self.marker.exists() and self.marker.read_text() == self.pause):
+            if not self.alive():
+                pytest.fail(f"the run ended (exit {self.proc.exitcode}) before reaching {self.pause} [seed {SEED}]")
+            if time.time() > deadline:
+                self.proc.kill()
+                pytest.fail(f"timed out waiting for {self.pause} [seed {SEED}]")
+            time.sleep(0.01)
+        assert self.alive(), f"the run must be alive when killed at {self.pause} [seed {SEED}]"
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.join(10)
-        assert self.proc.exitcode == -signal.SIGKILL
+        assert self.proc.exitcode == -signal.SIGKILL, f"{self.pause}: exit {self.proc.exitcode} [seed {SEED}]"
 
     def finish(self) -> int:
         self.proc.join(TIMEOUT)
@@ -89,54 +111,29 @@ class Launch:
         return self.proc.exitcode
 
 
-def wait_until(condition, launch: Launch, what: str, poll: float = 0.005):
-    deadline = time.time() + TIMEOUT
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        if not launch.alive():
-            pytest.fail(f"the run ended (exit {launch.proc.exitcode}) while waiting for {what} [seed {SEED}]")
-        time.sleep(poll)
-    pytest.fail(f"timed out waiting for {what} [seed {SEED}]")
-
-
-def logged_step(run: Path) -> int:
-    """The last step in metrics.csv (every step is logged in these runs)."""
-    try:
-        lines = (run / "metrics.csv").read_text().splitlines()
-    except FileNotFoundError:
-        return -1
-    for line in reversed(lines[1:]):
-        head = line.split(",")[0]
-        if head.isdigit():
-            return int(head)
-    return -1
-
-
-def kill_at_random_step(launch: Launch, run: Path, low: int, high: int) -> int:
-    target = rng.randint(low, high)
-    wait_until(lambda: logged_step(run) >= target, launch, f"step {target}")
-    launch.kill()
-    return target
-
-
-def temp_files(run: Path) -> list[Path]:
-    return sorted(run.glob(".checkpoint.safetensors.*.tmp"))
-
-
-def kill_inside_checkpoint_write(launch: Launch, run: Path) -> Path:
-    """Wait for the temp file of a save (the hook then sleeps before the rename) and kill."""
-    before = set(temp_files(run))
-    new = wait_until(lambda: set(temp_files(run)) - before, launch, "a checkpoint temp file")
-    time.sleep(0.3)  # the write itself takes milliseconds; now the process sleeps in the window
-    launch.kill()
-    (tmp,) = new
-    return tmp
+def temp_files(run: Path, name: str = "checkpoint.safetensors") -> list[Path]:
+    return sorted(run.glob(f".{name}.*.tmp"))
 
 
 def checkpoint_step(run: Path) -> int:
     return int(load_state(run / "checkpoint.safetensors")["step"])
+
+
+def csv_rows(run: Path) -> list[list[str]]:
+    """metrics.csv without the wall-clock column (everything else is deterministic)."""
+    lines = (run / "metrics.csv").read_text().splitlines()
+    time_col = lines[0].split(",").index("time")
+    return [[v for i, v in enumerate(line.split(",")) if i != time_col] for line in lines]
+
+
+def logged_steps(run: Path) -> list[int]:
+    return [int(row[0]) for row in csv_rows(run)[1:]]
+
+
+def text_log_steps(run: Path) -> list[int]:
+    import re
+
+    return [int(m) for m in re.findall(r"^\S+ \S+ step (\d+)/", (run / "log.txt").read_text(), flags=re.M)]
 
 
 def assert_same_tensors(a: dict, b: dict, what: str) -> None:
@@ -145,91 +142,175 @@ def assert_same_tensors(a: dict, b: dict, what: str) -> None:
         assert torch.equal(a[k], b[k]), f"{what}: {k} differs [seed {SEED}]"
 
 
-# --------------------------------------------------------------------------- checkpoint files
+def assert_same_optimizer(a: dict, b: dict, what: str) -> None:
+    assert a["param_groups"] == b["param_groups"], what
+    assert a["state"].keys() == b["state"].keys(), what
+    for k in a["state"]:
+        assert_same_tensors({n: torch.as_tensor(v) for n, v in a["state"][k].items()},
+                            {n: torch.as_tensor(v) for n, v in b["state"][k].items()}, f"{what} state {k}")
+
+
+# --------------------------------------------------------------------------- atomic files
 
 
 def test_a_stale_temp_file_is_ignored_and_cleaned(tmp_path):
     path = tmp_path / "checkpoint.safetensors"
     save_state(path, {"step": 1, "w": torch.ones(3)})
     stray = tmp_path / ".checkpoint.safetensors.abc123.tmp"
-    stray.write_bytes(b"half a checkpoint")  # what a kill during save_file leaves
+    stray.write_bytes(b"half a checkpoint")  # what a kill during a save leaves
     assert load_state(path)["step"] == 1
     save_state(path, {"step": 2, "w": torch.zeros(3)})
     assert not stray.exists() and load_state(path)["step"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.safetensors"]
 
 
+def _write_and_pause(path: Path, data: bytes, point: str, marker: Path) -> None:
+    os.environ.update({faults.PAUSE_ENV: point, faults.PAUSED_ENV: str(marker)})
+    atomic_write(path, data)
+
+
+@pytest.mark.parametrize("where", ["write-mid", "write-end"])
+def test_a_kill_during_an_atomic_write_keeps_the_old_file(tmp_path, where):
+    """SIGKILL with half of the new bytes written (or all of them, before the rename): the
+    old file is intact, the partial temp file is never read, the next write cleans it."""
+    path, marker = tmp_path / "genotype.json", tmp_path / "paused"
+    atomic_write(path, b"old")
+    path.chmod(0o640)
+    new = bytes(range(256)) * 64
+    proc = multiprocessing.get_context("fork").Process(target=_write_and_pause, args=(path, new, f"{where}/{path.name}", marker))
+    proc.start()
+    deadline = time.time() + TIMEOUT
+    while not marker.exists() and proc.exitcode is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert marker.read_text() == f"{where}/{path.name}" and proc.exitcode is None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+    assert path.read_bytes() == b"old"
+    (tmp,) = temp_files(tmp_path, path.name)
+    assert tmp.read_bytes() == (new[: len(new) // 2] if where == "write-mid" else new)
+    atomic_write(path, b"newer")
+    assert path.read_bytes() == b"newer" and temp_files(tmp_path, path.name) == []
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
 # --------------------------------------------------------------------------- training
 
 
-def test_training_killed_three_times_ends_bit_exact(tiny_genotype, tiny_train_dir, tmp_path):
+def test_training_killed_four_times_ends_bit_exact(tiny_genotype, tiny_train_dir, tmp_path):
     cfg = TrainConfig(model=str(tiny_genotype), train_dirs=(str(tiny_train_dir),), degradation="awgn:25", patch=32,
                       batch=4, steps=40, val_holdout=2, val_images=2, val_every=10, checkpoint_every=3, log_every=1,
                       lr=3e-3, ema=0.9, threads=1)
     cfg_path = tmp_path / "cfg.json"
     cfg_path.write_text(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()}))
-    run = tmp_path / "killed"
+    run, marker = tmp_path / "killed", tmp_path / "paused"
     resume = ["train", "--run", run, "--no-progress"]
+    rng = plan_rng("train")
+    k1 = rng.randint(4, 12)
+    c1 = (k1 - 1) // 3 * 3  # the step-k1 checkpoint (if due) is not written yet at "step/k1"
+    k2 = rng.randint(c1 + 7, 30)
+    print(f"[seed {SEED}] train kill plan: step {k1}, metrics.csv rewrite, checkpoint mid-write, step {k2}")
 
-    # 1. a random step between checkpoints: the last checkpoint is kept, later steps are replayed
-    killed_at = kill_at_random_step(Launch(["train", "--config", cfg_path, *resume[1:]]), run, 4, 12)
-    first = checkpoint_step(run)
-    assert first % 3 == 0 and 0 < first, f"killed at step >= {killed_at} [seed {SEED}]"
+    # 1. between checkpoints: the last checkpoint is kept, the steps after it were logged
+    Launch(["train", "--config", cfg_path, *resume[1:]], pause=f"step/{k1}", marker=marker).kill_at_pause()
+    assert checkpoint_step(run) == c1 and logged_steps(run) == list(range(1, k1 + 1)), f"[seed {SEED}]"
 
-    # 2. inside a checkpoint write: the old checkpoint still loads, the stray temp file is ignored
-    tmp = kill_inside_checkpoint_write(Launch(resume, RESTORE_TEST_SLOW_CHECKPOINT="60"), run)
-    assert tmp.exists() and checkpoint_step(run) == first
+    # 2. while the resumed run rewrites metrics.csv without those steps: the old file stays whole
+    before = (run / "metrics.csv").read_bytes()
+    Launch(resume, pause="write-mid/metrics.csv", marker=marker).kill_at_pause()
+    assert (run / "metrics.csv").read_bytes() == before and len(temp_files(run, "metrics.csv")) == 1
 
-    # 3. a random step again, after the resumed run has checkpointed past the first kill
-    kill_at_random_step(Launch(resume), run, first + 4, 30)
-    assert checkpoint_step(run) > first
+    # 3. while the bytes of the next checkpoint are being written: the old checkpoint still loads
+    Launch(resume, pause="write-mid/checkpoint.safetensors", marker=marker).kill_at_pause()
+    (tmp,) = temp_files(run)
+    assert 0 < tmp.stat().st_size < (run / "checkpoint.safetensors").stat().st_size
+    assert checkpoint_step(run) == c1, f"[seed {SEED}]"
+
+    # 4. between checkpoints again, after the resumed run has checkpointed past the first kill
+    Launch(resume, pause=f"step/{k2}", marker=marker).kill_at_pause()
+    assert checkpoint_step(run) == (k2 - 1) // 3 * 3 > c1, f"[seed {SEED}]"
 
     # resume to the end
     assert Launch(resume).finish() == 0
-    assert temp_files(run) == [], "the next save removes stale temp files"
-    assert (run / "log.txt").read_text().count("resumed at step") == 3
+    assert list(run.glob(".*.tmp")) == [], "the resume removes the temp files of killed writes"
+    assert (run / "log.txt").read_text().count("resumed at step") == 3  # kill 2 came before that line
 
-    train(cfg, tmp_path / "straight", show_progress=False)
+    straight = tmp_path / "straight"
+    train(cfg, straight, show_progress=False)
     for name in ("last.safetensors", "best.safetensors"):
-        assert_same_tensors(load_file(str(tmp_path / "straight" / name)), load_file(str(run / name)), name)
-    straight, resumed = (load_state(r / "checkpoint.safetensors") for r in (tmp_path / "straight", run))
-    assert_same_tensors(straight["model"], resumed["model"], "model")
-    assert_same_tensors(straight["ema"], resumed["ema"], "EMA")
-    assert straight["step"] == resumed["step"] == 40 and straight["best_psnr"] == resumed["best_psnr"]
+        assert_same_tensors(load_file(str(straight / name)), load_file(str(run / name)), name)
+    a, b = (load_state(r / "checkpoint.safetensors") for r in (straight, run))
+    assert_same_tensors(a["model"], b["model"], "model")
+    assert_same_tensors(a["ema"], b["ema"], "EMA")
+    assert_same_optimizer(a["optimizer"], b["optimizer"], "Adam")
+    assert a["step"] == b["step"] == 40 and a["best_psnr"] == b["best_psnr"]
+    # every step logged once, with the values of the uninterrupted run
+    assert csv_rows(run) == csv_rows(straight), f"[seed {SEED}]"
+    assert text_log_steps(run) == list(range(1, 41))
 
 
 # --------------------------------------------------------------------------- search
 
 
-def test_search_killed_twice_ends_like_an_uninterrupted_search(tiny_train_dir, tmp_path):
-    """`restore search --preset tiny-modnas`, killed at a random step and inside a checkpoint
-    write: the resumed search has bit-identical supernet weights, α/β/γ/δ, optimiser state,
-    best-so-far, logs and genotype (single process; see test_search for two processes)."""
+def test_search_killed_six_times_ends_like_an_uninterrupted_search(tiny_train_dir, tmp_path):
+    """`restore search --preset tiny-modnas` (12 steps, checkpoint every 2, arch updates from
+    step 7, evaluations at 3/6/9/12, a best genotype first written at step 9), killed at
+    six points; the resumed search has bit-identical supernet weights, α/β/γ/δ, optimiser
+    state, best-so-far, genotypes and logs (single process; see test_search for two)."""
     steps = 12
-    run = tmp_path / "killed"
+    run, marker = tmp_path / "killed", tmp_path / "paused"
     start = ["search", "--preset", "tiny-modnas", "--data", tiny_train_dir, "--run", run, "--steps", steps,
              "--threads", 1, "--no-progress"]
     resume = ["search", "--run", run, "--no-progress"]
+    rng = plan_rng("search")
+    k1 = rng.randint(3, 5)
+    c1 = (k1 - 1) // 2 * 2
+    k3 = rng.randint(7, 8)
+    print(f"[seed {SEED}] search kill plan: step {k1}, metrics.csv rewrite, checkpoint before rename, "
+          f"architecture update of step {k3}, best_genotype.json mid-write, checkpoint mid-write")
 
-    kill_at_random_step(Launch(start), run, 3, 6)
-    first = checkpoint_step(run)
-    assert first >= 2, f"[seed {SEED}]"
+    # 1. between checkpoints
+    Launch(start, pause=f"step/{k1}", marker=marker).kill_at_pause()
+    assert checkpoint_step(run) == c1 and logged_steps(run) == list(range(1, k1 + 1)), f"[seed {SEED}]"
 
-    tmp = kill_inside_checkpoint_write(Launch(resume, RESTORE_TEST_SLOW_CHECKPOINT="60"), run)
-    assert tmp.exists() and checkpoint_step(run) == first
+    # 2. during the log rewrite of the resume
+    before = (run / "metrics.csv").read_bytes()
+    Launch(resume, pause="write-mid/metrics.csv", marker=marker).kill_at_pause()
+    assert (run / "metrics.csv").read_bytes() == before
+
+    # 3. the checkpoint's temp file is complete, the rename has not happened
+    Launch(resume, pause="write-end/checkpoint.safetensors", marker=marker).kill_at_pause()
+    (tmp,) = temp_files(run)
+    assert checkpoint_step(run) == c1 and load_state(tmp)["step"] == c1 + 2, f"[seed {SEED}]"
+
+    # 4. inside the architecture update (gradient computed, not applied)
+    Launch(resume, pause=f"arch/{k3}", marker=marker).kill_at_pause()
+    assert checkpoint_step(run) == (k3 - 1) // 2 * 2 and logged_steps(run)[-1] == k3 - 1, f"[seed {SEED}]"
+
+    # 5. while best_genotype.json is first written (step 9): no half file appears
+    Launch(resume, pause="write-mid/best_genotype.json", marker=marker).kill_at_pause()
+    assert not (run / "best_genotype.json").exists() and len(temp_files(run, "best_genotype.json")) == 1
+    assert checkpoint_step(run) == 8
+
+    # 6. while the bytes of the next checkpoint (step 10) are being written
+    Launch(resume, pause="write-mid/checkpoint.safetensors", marker=marker).kill_at_pause()
+    assert checkpoint_step(run) == 8 and len(temp_files(run)) == 1
 
     assert Launch(resume).finish() == 0
-    assert temp_files(run) == []
+    assert list(run.glob(".*.tmp")) == []
+    assert (run / "log.txt").read_text().count("resumed at step") == 5  # kill 2 came before that line
 
-    cfg = make_config("tiny-modnas", train_dirs=[str(tiny_train_dir)], steps=steps, threads=1)
-    search(cfg, tmp_path / "straight", show_progress=False)
-    straight, resumed = (load_state(r / "checkpoint.safetensors") for r in (tmp_path / "straight", run))
-    assert_same_tensors(straight["model"], resumed["model"], "supernet")
-    assert straight["best"] == resumed["best"] and resumed["step"] == steps
-    assert_same_tensors(*(load_file(str(r / "best_supernet.safetensors")) for r in (tmp_path / "straight", run)),
-                        "best supernet")
-    for name in ("genotype.json", "final_genotype.json"):
-        assert (run / name).read_text() == (tmp_path / "straight" / name).read_text(), name
-    # the logs hold each step once, however often it was replayed
-    logged = [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]]
-    assert logged == [str(s) for s in range(1, steps + 1)]
+    straight = tmp_path / "straight"
+    search(make_config("tiny-modnas", train_dirs=[str(tiny_train_dir)], steps=steps, threads=1), straight,
+           show_progress=False)
+    a, b = (load_state(r / "checkpoint.safetensors") for r in (straight, run))
+    assert_same_tensors(a["model"], b["model"], "supernet")
+    assert_same_optimizer(a["opt_w"], b["opt_w"], "weight optimiser")
+    assert_same_optimizer(a["opt_a"], b["opt_a"], "architecture optimiser")
+    assert a["best"] == b["best"] and b["step"] == steps
+    assert_same_tensors(*(load_file(str(r / "best_supernet.safetensors")) for r in (straight, run)), "best supernet")
+    for name in ("genotype.json", "final_genotype.json", "best_genotype.json", "arch_log.jsonl"):
+        assert (run / name).read_text() == (straight / name).read_text(), f"{name} [seed {SEED}]"
+    # the logs hold each step once, however often it was replayed, with the uninterrupted values
+    assert csv_rows(run) == csv_rows(straight), f"[seed {SEED}]"
+    assert logged_steps(run) == list(range(1, steps + 1))
+    assert text_log_steps(run) == list(range(1, steps + 1))

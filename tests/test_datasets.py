@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from restore.data import (
     split_train_arch_val,
     split_two,
 )
-from restore.data.datasets import _load_clean
+from restore.data.datasets import _load_clean, readable_images, skipped_report
 from restore.errors import RestoreError
 
 
@@ -127,8 +128,33 @@ def test_patch_dataset_skips_small_and_unreadable(gray_folder):
     with pytest.warns(UserWarning) as record:
         ds = PatchDataset(gray_folder, patch=40, degradation="awgn:25")
     assert ds.skipped == 2 and len(ds.paths) == 4
+    assert [p.name for p in ds.unreadable] == ["broken.png"] and [p.name for p in ds.too_small] == ["tiny.png"]
     assert any("tiny.png" in str(w.message) for w in record)
     assert any("broken.png" in str(w.message) for w in record)
+    assert ds.skipped_report() == ["skipped 1 unreadable image(s): broken.png",
+                                   "skipped 1 image(s) smaller than the 40×40 patch: tiny.png"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to skip, nothing to warn about or report
+        clean = PatchDataset(ds.paths, patch=8, degradation="awgn:25")
+    assert clean.skipped == 0 and clean.skipped_report() == []
+
+
+def test_skipped_report_lists_names_and_caps_long_lists():
+    paths = [Path(f"/data/img{i:02d}.png") for i in range(13)]
+    (line,) = skipped_report(paths)
+    assert line == ("skipped 13 unreadable image(s): " + ", ".join(f"img{i:02d}.png" for i in range(10))
+                    + ", … (+3 more)")
+    assert skipped_report() == []
+
+
+def test_readable_images_skips_and_stops_at_the_limit(gray_folder):
+    (gray_folder / "img1.png").write_bytes((gray_folder / "img1.png").read_bytes()[:60])  # truncated
+    paths = list_images(gray_folder)
+    with pytest.warns(UserWarning, match="img1.png"):
+        good, bad = readable_images(paths, limit=2)
+    assert [p.name for p in good] == ["img0.png", "img2.png"] and [p.name for p in bad] == ["img1.png"]
+    evaluation = EvalSet(good, "awgn:25", 1)  # a list of files instead of a folder
+    assert [name for name, _, _ in evaluation] == ["img0", "img2"]
 
 
 def test_patch_dataset_errors(gray_folder, tmp_path):

@@ -88,6 +88,24 @@ def test_rerun_resumes_instead_of_retraining(smoke_runs, shared_dir):
     assert (runs / "search" / "modnas-unfold-dense" / "metrics.csv").read_text() == before
 
 
+def test_report_only_regenerates_from_saved_json(smoke_runs, shared_dir, tmp_path):
+    """Tables and figures come back from the table JSON alone (as from docs/results/paper_fidelity/),
+    without any run folder."""
+    runs, _, _ = smoke_runs
+    argv = ["--smoke", "--report-only", "--results", str(runs / "tables"), "--runs", str(tmp_path),
+            "--data", str(shared_dir / "data/train/Train400"), "--test", str(shared_dir / "data/test/Set12")]
+    old = torch.get_num_threads()
+    try:
+        for name in SCRIPTS:
+            load(name).main(argv)
+    finally:
+        torch.set_num_threads(old)
+    assert not (tmp_path / "search").exists() and not (tmp_path / "train").exists()
+    for name in SCRIPTS:
+        assert (tmp_path / "tables" / f"{name}.md").read_text() == (runs / "tables" / f"{name}.md").read_text()
+        assert (tmp_path / "figures" / f"{FIGURES[name]}.png").stat().st_size > 5000
+
+
 def test_handmade_unet_matches_table7_flops():
     from restore.models.build import build, load_preset
     from restore.models.genotype import load_genotype

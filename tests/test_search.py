@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 
@@ -135,6 +136,21 @@ def test_hinas_search_end_to_end(tmp_path, few_images):
     check_search_outputs(tmp_path, summary, "hinas", evaluations=1)
 
 
+def test_unreadable_images_are_reported_and_progress_is_logged(tmp_path, few_images):
+    """The skipped images are named once at the start; each log line carries progress and ETA."""
+    data = tmp_path / "data"
+    shutil.copytree(few_images, data)
+    (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.warns(UserWarning, match="broken.png"):
+        s = Searcher(tiny("modnas", data), tmp_path / "run", show_progress=False)
+    assert [p.name for p in s.data_w.unreadable + s.data_a.unreadable + s.val_unreadable] == ["broken.png"]
+    s.fit(stop_at=2)
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert log.count("skipped 1 unreadable image(s): broken.png\n") == 1
+    assert re.search(r" step 1/6 \(16\.7%\) time=\S+ lr=\S+ loss=\S+ eta \d+s\n", log), log
+    assert re.search(r" step 2/6 \(33\.3%\) .* eta \d+s\n", log), log
+
+
 def test_resume_after_kill_matches_uninterrupted(tmp_path, few_images, modnas_run):
     cfg, (full_run, _) = tiny("modnas", few_images), modnas_run
 
@@ -153,6 +169,8 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, few_images, modnas_ru
     assert full["best"] == resumed["best"]
     steps = [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]]
     assert steps == ["1", "2", "3", "4", "5", "6"]  # the replayed step is not logged twice
+    text_steps = re.findall(r"^\S+ \S+ step (\d+)/6 ", (run / "log.txt").read_text(), flags=re.M)
+    assert text_steps == steps  # log.txt too (the same truncation as the trainer's)
     assert (run / "genotype.json").read_text() == (full_run / "genotype.json").read_text()
 
 
@@ -183,12 +201,16 @@ def test_two_processes_match_one(tmp_path, few_images, modnas_run):
     # 2-core box); safe because they run single-threaded (threads=1), like DataLoader workers
     torch.multiprocessing.start_processes(_worker, args=(2, _free_port(), tiny("modnas", few_images), tmp_path / "two"),
                                           nprocs=2, join=True, start_method="fork")
-    assert "2 process(es)" in (tmp_path / "two" / "log.txt").read_text()
-    one = arch_state(load_state(modnas_run[0] / "checkpoint.safetensors"))
-    two = arch_state(load_state(tmp_path / "two" / "checkpoint.safetensors"))
-    assert one.keys() == two.keys() and one
-    for k in one:
-        assert torch.allclose(one[k], two[k], atol=1e-5), k
+    assert "2 process(es)" in (tmp_path / "two" / "log.txt").read_text(), "the 2-process group did not form"
+    one = load_state(modnas_run[0] / "checkpoint.safetensors")
+    two = load_state(tmp_path / "two" / "checkpoint.safetensors")
+    assert one["step"] == two["step"] == 6
+    arch = arch_state(one)
+    assert arch and len(one["model"]) > len(arch) and one["model"].keys() == two["model"].keys()
+    for k, v in one["model"].items():  # α/β/γ/δ and every network weight: equal up to float noise (~1e-7 here)
+        diff = (v.double() - two["model"][k].double()).abs().max().item() if v.numel() else 0.0
+        assert torch.allclose(v, two["model"][k], rtol=1e-4, atol=1e-5), f"{k} differs by {diff:.2e}"
+    assert one["best"]["step"] == two["best"]["step"]
 
 
 # ------------------------------------------------------------------------------- CLI

@@ -1,6 +1,9 @@
 """Training: improves validation PSNR, resumes exactly, and 2-process DDP equals 1 process."""
 
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +16,9 @@ from safetensors.torch import load_file
 
 from restore.config import config_from_dict
 from restore.errors import RestoreError
+from restore.train.checkpoint import load_state
 from restore.train.config import TrainConfig
+from restore.train.run import MetricLog, ProgressLog, RunDir, format_duration
 from restore.train.trainer import Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,30 +61,56 @@ def test_resume_continues_exactly(tiny_genotype, tiny_train_dir, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
-def _cli(*args, env=None):
+def _cli(*args):
     return [sys.executable, "-m", "restore", *args]
 
 
-def test_sigkill_and_resume_via_cli(tiny_genotype, tiny_train_dir, tmp_path):
-    """A real `restore train` process killed with SIGKILL resumes and ends like an uninterrupted run."""
-    import json
+def _write_config(cfg: TrainConfig, path: Path) -> Path:
+    path.write_text(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()}))
+    return path
 
-    cfg = tiny_config(tiny_genotype, tiny_train_dir, steps=30, checkpoint_every=1, val_every=30)
-    cfg_path = tmp_path / "cfg.json"
-    cfg_path.write_text(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()}))
+
+def logged_steps(run: Path) -> list[int]:
+    """The steps of metrics.csv, in order."""
+    return [int(line.split(",")[0]) for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+
+
+def log_txt_steps(run: Path) -> list[int]:
+    return [int(m) for m in re.findall(r"^\S+ \S+ step (\d+)/", (run / "log.txt").read_text(), flags=re.M)]
+
+
+def test_sigkill_and_resume_via_cli(tiny_genotype, tiny_train_dir, tmp_path):
+    """A real `restore train` process, SIGKILLed at a known point (step 12 done and logged,
+    checkpoint of step 10 on disk), resumes, logs every step exactly once and ends like an
+    uninterrupted run."""
+    cfg = tiny_config(tiny_genotype, tiny_train_dir, steps=20, checkpoint_every=5, log_every=1, val_every=20)
+    cfg_path = _write_config(cfg, tmp_path / "cfg.json")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = tmp_path / "killed"
-    proc = subprocess.Popen(_cli("train", "--config", str(cfg_path), "--run", str(run), "--no-progress"), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run / "checkpoint.safetensors").exists():
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    run, marker, stderr = tmp_path / "killed", tmp_path / "paused", tmp_path / "stderr.txt"
+    with open(stderr, "wb") as err:
+        proc = subprocess.Popen(_cli("train", "--config", str(cfg_path), "--run", str(run), "--no-progress"),
+                                env={**env, "RESTORE_TEST_PAUSE": "step/12", "RESTORE_TEST_PAUSED": str(marker)},
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.time() + 120
+        while not marker.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert marker.exists() and marker.read_text() == "step/12", stderr.read_text()[-2000:]
+        assert proc.poll() is None, "the run must still be alive when it is killed"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert load_state(run / "checkpoint.safetensors")["step"] == 10
+    assert logged_steps(run) == list(range(1, 13))  # steps 11 and 12 are logged but not checkpointed
+
     done = subprocess.run(_cli("train", "--run", str(run), "--no-progress"), env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "resumed at step" in (run / "log.txt").read_text()
+    assert "resumed at step 10" in (run / "log.txt").read_text()
+    assert logged_steps(run) == list(range(1, 21)), "each step exactly once in metrics.csv"
+    assert log_txt_steps(run) == list(range(1, 21)), "each step exactly once in log.txt"
     train(cfg, tmp_path / "straight", show_progress=False)
     a = load_file(str(tmp_path / "straight" / "last.safetensors"))
     b = load_file(str(run / "last.safetensors"))
@@ -87,22 +118,129 @@ def test_sigkill_and_resume_via_cli(tiny_genotype, tiny_train_dir, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_two_process_ddp_matches_one_process(tiny_genotype, tiny_train_dir, tmp_path):
-    import json
+def test_truncate_logs_keeps_rows_up_to_the_checkpoint(tmp_path):
+    """The one implementation behind both resumes: rows after the checkpoint step, a
+    half-written last row and a damaged header go; messages stay; the rewrite is atomic."""
+    run = RunDir(tmp_path)
+    header = MetricLog(tmp_path / "metrics.csv", ["step", "loss"]).header
+    metrics = tmp_path / "metrics.csv"
+    with open(metrics, "a", newline="") as fh:
+        fh.write("1,0.5\r\n2,0.4\r\n3,0.3\r\n4,0.2\r\n5,0.1")  # 5: a kill in the middle of an append
+    metrics.chmod(0o640)
+    (tmp_path / "log.txt").write_text(
+        "2026-01-01 00:00:00 training x for 8 steps\n"
+        "2026-01-01 00:00:01 step 2/8 (25.0%) loss=0.4 eta 3s\n"
+        "2026-01-01 00:00:02 step 4/8 (50.0%) loss=0.2 eta 2s\n"
+        "2026-01-01 00:00:03 skipped 1 unreadable image(s): x.png\n"
+        "2026-01-01 00:00:03 step 6/8 (75.0%) loss=0.1 eta 1s\n"
+        "2026-01-01 00:00:04 step 8/8 (1", encoding="utf-8")
+    (tmp_path / "arch.jsonl").write_text('{"step": 3}\n{"step": 6}\n{"st', encoding="utf-8")
 
+    assert run.truncate_logs(3, metrics_header=header, jsonl=["arch.jsonl"]) == 1
+    assert metrics.read_bytes() == b"step,loss\r\n1,0.5\r\n2,0.4\r\n3,0.3\r\n"
+    assert metrics.stat().st_mode & 0o777 == 0o640, "the rewrite keeps the file's permissions"
+    assert (tmp_path / "log.txt").read_text(encoding="utf-8").splitlines() == [
+        "2026-01-01 00:00:00 training x for 8 steps",
+        "2026-01-01 00:00:01 step 2/8 (25.0%) loss=0.4 eta 3s",
+        "2026-01-01 00:00:03 skipped 1 unreadable image(s): x.png",
+    ]
+    assert (tmp_path / "arch.jsonl").read_text(encoding="utf-8") == '{"step": 3}\n'
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    inode = metrics.stat().st_ino
+    assert run.truncate_logs(3, metrics_header=header) == 0
+    assert metrics.stat().st_ino == inode, "nothing to drop: the file is left alone"
+
+    metrics.write_text("ste")  # a kill while the header was being created
+    run.truncate_logs(0, metrics_header=header)
+    assert metrics.read_bytes() == header.encode()
+
+
+def test_two_process_ddp_matches_one_process(tiny_genotype, tiny_train_dir, tmp_path):
     cfg = tiny_config(tiny_genotype, tiny_train_dir, steps=4, val_every=4, ema=0.0)
-    cfg_path = tmp_path / "cfg.json"
-    cfg_path.write_text(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()}))
+    cfg_path = _write_config(cfg, tmp_path / "cfg.json")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    # --standalone: torchrun's rendezvous on a free port (no fixed port to collide with)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "restore", "train", "-c", str(cfg_path), "-r", str(tmp_path / "ddp"), "--no-progress"]  # short flags: torchrun would take --run as its own --run-path
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 process(es)" in (tmp_path / "ddp" / "log.txt").read_text(), "the 2-process group did not form"
     train(cfg, tmp_path / "single", show_progress=False)
+    assert "1 process(es)" in (tmp_path / "single" / "log.txt").read_text()
     a = load_file(str(tmp_path / "single" / "last.safetensors"))
     b = load_file(str(tmp_path / "ddp" / "last.safetensors"))
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_unreadable_images_are_reported_and_progress_is_logged(tiny_genotype, tiny_train_dir, tmp_path, capsys):
+    """Skipped images are named once at the start; without a terminal (nohup) every log line
+    carries progress and an ETA, in log.txt and on stderr."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_train_dir, data)
+    (data / "a_broken.png").write_bytes(b"not a png")  # sorts first: a training image
+    png = sorted(tiny_train_dir.glob("*.png"))[0].read_bytes()
+    (data / "zz_truncated.png").write_bytes(png[: len(png) // 3])  # sorts last: held out for validation
+    cfg = tiny_config(tiny_genotype, data, steps=4, log_every=2, val_every=4)
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
+        trainer = Trainer(cfg, tmp_path / "run", show_progress=True)
+    assert [p.name for p in trainer.data.unreadable] == ["a_broken.png"] and trainer.data.skipped == 1
+    assert [p.name for p in trainer.val_unreadable] == ["zz_truncated.png"] and len(trainer.val) == 1
+    trainer.fit()
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert log.count("skipped 2 unreadable image(s): a_broken.png, zz_truncated.png\n") == 1
+    assert re.search(r" step 2/4 \(50\.0%\) time=\S+ lr=\S+ loss=\S+ eta \d+s\n", log)
+    assert re.search(r" step 4/4 \(100\.0%\) .*val_psnr=\S+ .*eta 0s\n", log)
+    err = capsys.readouterr().err  # not a terminal under pytest: plain lines instead of a bar
+    assert "skipped 2 unreadable image(s): a_broken.png, zz_truncated.png" in err
+    assert re.search(r"step 2/4 \(50\.0%\) .* eta \d+s", err)
+
+
+def test_progress_line_carries_progress_and_eta(tmp_path):
+    """The rate is this process's own (a resumed run does not count the steps before it)."""
+    now = [500.0]
+    with ProgressLog(RunDir(tmp_path), 20000, 1000, "train", show=False, clock=lambda: now[0]) as progress:
+        assert progress.eta(1000) is None
+        now[0] += 60.0  # 25 steps in a minute: 18975 left at 2.4 s each
+        line = progress.log_step(1025, {"lr": 1e-3, "loss": 0.0021})
+    assert line == "step 1025/20000 (5.1%) lr=0.001 loss=0.0021 eta 12h39m"
+    assert (tmp_path / "log.txt").read_text().endswith(" " + line + "\n")
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (0, 45.4, 65, 3600 * 3 + 12 * 60 + 7, 86400 * 2 + 3 * 3600)] == [
+        "0s", "45s", "1m05s", "3h12m", "2d03h"]
+
+
+def test_noise_map_model_trains_and_loads_through_restore_load(tiny_genotype, tiny_train_dir, tmp_path):
+    """End to end with the σ map: train over an AWGN σ range, load the run with
+    `restore.load`, denoise at a given σ (and an estimated one)."""
+    import numpy as np
+    from PIL import Image
+
+    import restore
+    from restore.metrics import psnr
+
+    run = tmp_path / "sigma"
+    cfg = tiny_config(tiny_genotype, tiny_train_dir, noise_map=True, degradation="awgn:5-50", steps=120,
+                      val_every=120, checkpoint_every=120, log_every=40, ema=0.0)
+    summary = train(cfg, run, show_progress=False)
+    assert summary["steps"] == 120 and "val_psnr" in (run / "metrics.csv").read_text().splitlines()[0]
+    genotype = json.loads((run / "genotype.json").read_text())
+    assert genotype["noise_map"] is True
+
+    model = restore.load(run)
+    assert model.entry.noise_map and model.task == "denoise"
+    clean = np.asarray(Image.open(sorted(tiny_train_dir.glob("*.png"))[-1]).convert("L"), dtype=np.float32) / 255
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 30 / 255, clean.shape), 0, 1).astype(np.float32)
+    out = model(noisy, sigma=30)
+    assert out.shape == noisy.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    assert model.last.sigma == 30
+    assert psnr(out, clean, data_range=1.0) > psnr(noisy, clean, data_range=1.0) + 1.0
+    assert np.abs(model(noisy, sigma=5) - out).max() > 1e-3, "the σ map must reach the network"
+    model(noisy)  # σ estimated from the image
+    assert 15 < model.last.sigma < 45
 
 
 def test_bad_configs_are_clear(tiny_genotype, tiny_train_dir, tmp_path):

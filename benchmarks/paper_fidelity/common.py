@@ -7,6 +7,11 @@ writes a Markdown table and a matplotlib figure.
 
 Run folders: runs/paper_fidelity/ (gitignored; ``--smoke`` uses runs/paper_fidelity/smoke/).
 Figures: docs/figures/ (``--smoke`` writes them into the smoke run folder instead).
+Tables: <runs>/tables/<exp>.md and <exp>.json; ``--publish`` also writes them to
+docs/results/paper_fidelity/ (committed). The JSON holds everything the table and the figure
+are drawn from (curves included), so ``--report-only`` regenerates both without the run
+folders: it reads docs/results/paper_fidelity/<exp>.json when <runs> has no runs (or the
+folder given by ``--results``).
 Runs shared between experiments (the MoD-NAS search of exp 1 is the dense-depth arm of
 exp 2 and the searched genotype of exp 6; the modnas-b MSE training serves exps 3, 5, 6)
 live under the same names, so whichever script runs first does the work once.
@@ -41,6 +46,7 @@ def shared_dir() -> Path:
 
 
 SHARED = shared_dir()
+RESULTS = REPO / "docs" / "results" / "paper_fidelity"
 TRAIN400 = SHARED / "data/train/Train400"
 SET12 = SHARED / "data/test/Set12"
 
@@ -82,7 +88,13 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     p.add_argument("--data", type=Path, default=TRAIN400, help="training images (default Train400)")
     p.add_argument("--test", type=Path, default=SET12, help="test images (default Set12)")
-    p.add_argument("--report-only", action="store_true", help="do not run anything: tables/figures from what exists")
+    p.add_argument("--report-only", action="store_true",
+                   help="do not run anything: table + figure from the run folders if there are any, "
+                        f"else from the saved JSON in {RESULTS.relative_to(REPO)}/")
+    p.add_argument("--results", type=Path, default=None,
+                   help="with --report-only: read <exp>.json from this folder, never the run folders")
+    p.add_argument("--publish", action="store_true",
+                   help=f"also write the table (.md) and its data (.json) to {RESULTS.relative_to(REPO)}/")
     return p
 
 
@@ -99,6 +111,7 @@ class Ctx:
         self.tables = self.runs / "tables"
         self.tables.mkdir(parents=True, exist_ok=True)
         self.threads = args.threads
+        self.saved = self._saved_data()
         self.search_budget = dict(SEARCH_SMOKE if args.smoke else SEARCH_BUDGET)
         self.train_budget = dict(TRAIN_SMOKE if args.smoke else TRAIN_BUDGET)
         if args.smoke:
@@ -109,6 +122,47 @@ class Ctx:
         import torch
 
         torch.set_num_threads(self.threads)
+
+    def _saved_data(self) -> dict | None:
+        """The saved table data to report from (``--report-only`` without run folders, or
+        ``--results``); None when the runs are to be run or read."""
+        a = self.args
+        if not a.report_only:
+            return None
+        # local results: run folders (exps 1-3, 5, 6); exp 4's measurements live in its table JSON
+        local = ((self.runs / "search").is_dir() or (self.runs / "train").is_dir()
+                 or (self.name == "exp4_memory" and (self.tables / f"{self.name}.json").exists()))
+        if a.results is None and local:
+            return None
+        folder = a.results or RESULTS
+        path = folder / f"{self.name}.json"
+        if not path.exists():
+            raise SystemExit(f"[{self.name}] --report-only: no run folders under {self.runs} and no {path}")
+        print(f"[{self.name}] report from {path}", flush=True)
+        return json.loads(path.read_text(encoding="utf-8"))
+
+
+def code_commit(ctx: Ctx) -> str | None:
+    """The commit the runs were made with: <runs>/code_commit.txt (written by whoever runs
+    them from a snapshot), else this checkout's HEAD (+ "-dirty" if restore/ has changes)."""
+    note = ctx.runs / "code_commit.txt"
+    if note.exists():
+        return note.read_text().strip()
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "restore"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def meta(ctx: Ctx) -> dict:
+    """Provenance stored with every table's data."""
+    return {"search_budget": ctx.search_budget, "train_budget": ctx.train_budget, "test": ctx.test.name,
+            "threads": ctx.threads, "smoke": ctx.smoke, "commit": code_commit(ctx),
+            "written": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
 
 
 def smoke_images(folder: Path, source: Path, count: int, size: int) -> Path:
@@ -345,10 +399,14 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 
 
 def write_table(ctx: Ctx, text: str, data: dict | None = None) -> Path:
+    folders = [ctx.tables] + ([RESULTS] if ctx.args.publish else [])
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{ctx.name}.md"
+        path.write_text(text + "\n", encoding="utf-8")
+        if data is not None:
+            (folder / f"{ctx.name}.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     path = ctx.tables / f"{ctx.name}.md"
-    path.write_text(text + "\n", encoding="utf-8")
-    if data is not None:
-        (ctx.tables / f"{ctx.name}.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     print(text, flush=True)
     print(f"[{ctx.name}] table → {path}", flush=True)
     return path
@@ -382,8 +440,7 @@ SEARCH_ARMS = {
     "modnas-unfold-dense": dict(unfold=True, stages=2, depth="dense"),  # MoD-NAS as in the paper (T=2, γ)
     "plain-dense": dict(unfold=False, stages=1, depth="dense"),  # plain DARTS on the same U-Net space
     "modnas-unfold-skip": dict(unfold=True, stages=2, depth="skip"),  # skip among the candidates, no γ
-    # control for exp 1: seed 0 gives the plain supernet's tail conv a bias of +0.215 (an
-    # output offset: 13 dB at init), seed 1 one of −0.053; the seed also re-draws the splits
+    # seed repeats for exp 1 (the seed re-draws the initialisation and the Train W / A / V split)
     "plain-dense-seed1": dict(unfold=False, stages=1, depth="dense", seed=1),
     "modnas-unfold-dense-seed1": dict(unfold=True, stages=2, depth="dense", seed=1),
 }
@@ -442,11 +499,12 @@ def train_curve(run: Path, key: str = "val_psnr") -> tuple[list[int], list[float
     return series(read_csv(run / "metrics.csv"), key)
 
 
-def train_head(ctx: Ctx) -> str:
-    tb = ctx.train_budget
+def train_head(m: dict) -> str:
+    """The training-budget sentence of a table, from its data's `meta`."""
+    tb = m["train_budget"]
     return (f"Training budget per network: {tb['steps']} Adam steps (lr {tb['lr']:g} → {tb['lr_min']:g} cosine, "
             f"EMA {tb['ema']}), batch {tb['batch']} of {tb['patch']}×{tb['patch']} Train400 patches, AWGN σ=25, "
-            f"T=1, 1 thread; test: {ctx.test.name} σ=25 (DnCNN protocol), final EMA weights; "
+            f"T=1, {m['threads']} thread(s); test: {m['test']} σ=25 (DnCNN protocol), final EMA weights; "
             "GFLOPs of one 256×256 forward (FlopCounterMode, 2 per MAC).")
 
 

@@ -9,6 +9,7 @@ after the warm-up) trained at T = 1 with the common training budget and tested o
 
     python benchmarks/paper_fidelity/exp2_depth.py           # CPU budget
     python benchmarks/paper_fidelity/exp2_depth.py --smoke   # CI: seconds
+    python benchmarks/paper_fidelity/exp2_depth.py --report-only   # from runs/, else docs/results/paper_fidelity/
 """
 
 from __future__ import annotations
@@ -22,38 +23,47 @@ import common  # noqa: E402
 ARMS = {"modnas-unfold-dense": "dense blocks, depth by γ (paper)", "modnas-unfold-skip": "skip among candidates"}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    a = common.parser(__doc__.splitlines()[0]).parse_args(argv)
-    ctx = common.Ctx(a, "exp2_depth")
+COLORS = {"modnas-unfold-dense": "tab:blue", "modnas-unfold-skip": "tab:orange"}
+
+
+def collect(ctx: common.Ctx) -> dict:
+    from restore.models.genotype import load_genotype
+
     runs = {name: common.search_arm(ctx, name) for name in ARMS}
     trained = {name: common.train_searched(ctx, name) for name in ARMS}
     cfg = ctx.search_budget
     warmup = round(cfg["warmup_fraction"] * cfg["steps"])
-
-    from restore.models.genotype import load_genotype
-
-    rows, data = [], {}
-    for name, label in ARMS.items():
+    data = {"meta": common.meta(ctx), "warmup": warmup}
+    for name in ARMS:
         steps, depths, top = common.arch_depths(runs[name])
-        s = common.search_summary(runs[name], warmup)
         g_path = common.searched_genotype(runs[name])
         g = load_genotype(g_path) if g_path else None
-        c = common.cost(g) if g else {}
-        test = common.evaluate_run(ctx, trained[name]) if trained[name] else None
-        after = [d for st, d in zip(steps, depths) if st > warmup]
-        keep = common.keep_vs_identity(runs[name])
-        data[name] = {"steps": steps, "depths": depths, "max_depth": top, "search": s, "cost": c, "test": test,
-                      "keep": keep}
-        rows.append([label, top, depths[0] if depths else None, keep.get("keep_minus_uniform"),
-                     min(after) if after else None,
-                     depths[-1] if depths else None, common.depth(g) if g else None, s.get("final_psnr"),
-                     s.get("best_psnr"), c.get("params"), c.get("gflops"),
+        data[name] = {"steps": steps, "depths": depths, "max_depth": top,
+                      "search": common.search_summary(runs[name], warmup), "cost": common.cost(g) if g else {},
+                      "chosen_depth": common.depth(g) if g else None,
+                      "test": common.evaluate_run(ctx, trained[name]) if trained[name] else None,
+                      "keep": common.keep_vs_identity(runs[name]),
+                      "search_wall_seconds": common.wall_seconds(runs[name]),
+                      "train_wall_seconds": common.wall_seconds(trained[name]) if trained[name] else None,
+                      "curve_val_psnr": common.series(common.read_csv(runs[name] / "metrics.csv"), "val_psnr")}
+    return data
+
+
+def report(ctx: common.Ctx, data: dict) -> None:
+    cfg, tb, warmup = data["meta"]["search_budget"], data["meta"]["train_budget"], data["warmup"]
+    rows = []
+    for name, label in ARMS.items():
+        d = data[name]
+        steps, depths, s, c, test = d["steps"], d["depths"], d["search"], d["cost"], d["test"]
+        after = [dp for st, dp in zip(steps, depths) if st > warmup]
+        rows.append([label, d["max_depth"], depths[0] if depths else None, d["keep"].get("keep_minus_uniform"),
+                     min(after) if after else None, depths[-1] if depths else None, d["chosen_depth"],
+                     s.get("final_psnr"), s.get("best_psnr"), c.get("params"), c.get("gflops"),
                      test and test["psnr"], test and test["ssim"]])
-    tb = ctx.train_budget
     head = (f"Search budget as exp 1 (T=2, C={cfg['modnas_channels']}, {cfg['levels']} levels × "
             f"{cfg['layers_per_block']} layers, {cfg['steps']} steps); depth = normal layers kept in one U-Net. "
             f"Chosen genotype trained at T=1 for {tb['steps']} steps (batch {tb['batch']} of {tb['patch']}×{tb['patch']}, "
-            f"σ=25, Train400), tested on {ctx.test.name} σ=25; GFLOPs per 256×256 forward.")
+            f"σ=25, Train400), tested on {data['meta']['test']} σ=25; GFLOPs per 256×256 forward.")
     table = common.markdown_table(
         ["search", "max depth", "depth at first eval (random init)",
          "weight of keeping the op − uniform, at end (dense: γ; skip: 1 − α_skip)", "min depth after warm-up", "final derived depth",
@@ -63,14 +73,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     plt = common.figure()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    colors = {"modnas-unfold-dense": "tab:blue", "modnas-unfold-skip": "tab:orange"}
     top = None
     for name, label in ARMS.items():
         d = data[name]
         top = d["max_depth"] or top
-        axes[0].plot(d["steps"], d["depths"], "o-", ms=3, color=colors[name], label=label)
-        x, y = common.series(common.read_csv(runs[name] / "metrics.csv"), "val_psnr")
-        axes[1].plot(x, y, "o-", ms=3, color=colors[name], label=label)
+        axes[0].plot(d["steps"], d["depths"], "o-", ms=3, color=COLORS[name], label=label)
+        axes[1].plot(*d["curve_val_psnr"], "o-", ms=3, color=COLORS[name], label=label)
     if top:
         axes[0].axhline(top, color="gray", lw=1.5, label="max depth of one U-Net")
         axes[0].set_ylim(0, top + 1)
@@ -84,6 +92,13 @@ def main(argv: list[str] | None = None) -> dict:
     axes[1].set_title("Supernet validation PSNR")
     axes[1].legend(fontsize=7)
     common.save_figure(ctx, fig, "pf_exp2_depth")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = common.parser(__doc__.splitlines()[0]).parse_args(argv)
+    ctx = common.Ctx(a, "exp2_depth")
+    data = ctx.saved or collect(ctx)
+    report(ctx, data)
     return data
 
 

@@ -11,10 +11,12 @@ the wall time.
 
     python benchmarks/paper_fidelity/exp4_memory.py            # paper widths: 4 layers × 5 nodes, W=10, 2×1×64×64
     python benchmarks/paper_fidelity/exp4_memory.py --smoke    # CI: seconds
+    python benchmarks/paper_fidelity/exp4_memory.py --report-only   # from runs/…/tables, else docs/results/paper_fidelity/
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -99,14 +101,25 @@ def main(argv: list[str] | None = None) -> dict:
         a.layers, a.nodes, a.width, a.stem, a.batch, a.size, a.repeats = 2, 1, 2, 4, 1, 16, 1
     ctx = common.Ctx(a, "exp4_memory")
     cache = ctx.tables / "exp4_memory.json"
-    setting = dict(layers=a.layers, nodes=a.nodes, width=a.width, stem=a.stem, batch=a.batch, size=a.size, threads=a.threads)
-    if a.report_only:
-        if not cache.exists():
-            print(f"[exp4_memory] not run yet: no {cache}")
+    setting = dict(layers=a.layers, nodes=a.nodes, width=a.width, stem=a.stem, batch=a.batch, size=a.size,
+                   threads=a.threads, repeats=a.repeats)
+    if ctx.saved:  # --report-only from docs/results/paper_fidelity (or --results)
+        saved = ctx.saved
+    elif a.report_only:  # --report-only: this run folder's own measurements, else the published ones
+        path = cache if cache.exists() else common.RESULTS / "exp4_memory.json"
+        if not path.exists():
+            print(f"[exp4_memory] not run yet: no {cache} and no {path}")
             return {}
-        runs = json.loads(cache.read_text())["runs"]
+        saved = json.loads(path.read_text())
     else:
-        runs = [measure(v, a) for _ in range(a.repeats) for v in VARIANTS]
+        saved = None
+    if saved:
+        runs, meta = saved["runs"], saved.get("meta") or common.meta(ctx)
+        setting.update(saved["setting"])
+        setting.setdefault("repeats", len(runs) // len(VARIANTS))
+        a = argparse.Namespace(**{**vars(a), **setting})
+    else:
+        runs, meta = [measure(v, a) for _ in range(a.repeats) for v in VARIANTS], common.meta(ctx)
     by = {v: [r for r in runs if r["variant"] == v] for v in VARIANTS}
 
     def mean(v, key):
@@ -116,17 +129,18 @@ def main(argv: list[str] | None = None) -> dict:
     for v, label in VARIANTS.items():
         rows.append([f"{v}: {label}", by[v][0]["cells"], by[v][0]["params"], mean(v, "rss_before_mib"),
                      mean(v, "rss_peak_mib"), mean(v, "rss_delta_mib"), mean(v, "saved_mib"), mean(v, "seconds")])
-    ratio = {k: mean("shared", k) / mean("separate", k) for k in ("rss_peak_mib", "rss_delta_mib", "saved_mib")}
-    ratio["params"] = by["shared"][0]["params"] / by["separate"][0]["params"]
+    # a tiny (smoke) network can leave the peak RSS unchanged: report no ratio rather than divide by 0
+    ratio = {k: quotient(mean("shared", k), mean("separate", k)) for k in ("rss_peak_mib", "rss_delta_mib", "saved_mib")}
+    ratio["params"] = quotient(by["shared"][0]["params"], by["separate"][0]["params"])
     head = (f"HiNAS supernet, {a.layers} layers × {a.nodes} nodes, W={a.width}, stem {a.stem}; one forward+backward "
             f"(MSE + 0.5·log-SSIM) on a {a.batch}×1×{a.size}×{a.size} batch, {a.threads} thread(s), "
             f"fresh process per measurement, mean of {a.repeats}.")
     table = common.markdown_table(
         ["supernet", "SuperCells", "params", "RSS before (MiB)", "peak RSS (MiB)", "peak − before (MiB)",
          "saved for backward (MiB)", "fwd+bwd (s)"], rows)
-    table += (f"\n\nshared / separate: peak RSS {ratio['rss_peak_mib']:.2f}, peak − before {ratio['rss_delta_mib']:.2f}, "
-              f"saved tensors {ratio['saved_mib']:.2f}, params {ratio['params']:.2f}")
-    data = {"setting": setting, "runs": runs, "ratio": ratio}
+    table += (f"\n\nshared / separate: peak RSS {fmt(ratio['rss_peak_mib'])}, peak − before {fmt(ratio['rss_delta_mib'])}, "
+              f"saved tensors {fmt(ratio['saved_mib'])}, params {fmt(ratio['params'])}")
+    data = {"meta": meta, "setting": setting, "runs": runs, "ratio": ratio}
     common.write_table(ctx, head + "\n\n" + table, data)
 
     plt = common.figure()
@@ -160,9 +174,15 @@ def main(argv: list[str] | None = None) -> dict:
     return data
 
 
-def argparse_hidden():
-    import argparse
+def quotient(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None
 
+
+def fmt(r: float | None) -> str:
+    return "n/a (no measurable increase)" if r is None else f"{r:.2f}"
+
+
+def argparse_hidden():
     return argparse.SUPPRESS
 
 

@@ -14,6 +14,7 @@ Set12, σ = 25.
     python benchmarks/paper_fidelity/exp6_search_vs_none.py                    # CPU budget
     python benchmarks/paper_fidelity/exp6_search_vs_none.py --write-handmade   # re-derive the hand-made width
     python benchmarks/paper_fidelity/exp6_search_vs_none.py --smoke            # CI: seconds
+    python benchmarks/paper_fidelity/exp6_search_vs_none.py --report-only      # from runs/, else docs/results/paper_fidelity/
 """
 
 from __future__ import annotations
@@ -54,6 +55,71 @@ def match_width(reference: str = "modnas-b") -> tuple[int, float, float]:
     return best, common.cost(handmade(best))["gflops"], target
 
 
+LABELS = {"searched": "CPU-searched (exp 1 MoD-NAS search, dense γ)",
+          "searched-skip": "CPU-searched (exp 2 ablation: skip in candidates)",
+          "modnas-b": "paper Table 7 (modnas-b)", "handmade": "hand-made U-Net (conv 3×3, uniform width)"}
+COLORS = {"searched": "tab:green", "searched-skip": "tab:olive", "modnas-b": "tab:blue", "handmade": "tab:orange"}
+
+
+def collect(ctx: common.Ctx) -> dict:
+    from restore.models.build import resolve_genotype
+
+    common.search_arm(ctx, SEARCH)
+    common.search_arm(ctx, SEARCH_SKIP)
+    searched = common.searched_genotype(ctx.runs / "search" / SEARCH)
+    searched_skip = common.searched_genotype(ctx.runs / "search" / SEARCH_SKIP)
+    if ctx.smoke:
+        preset = common.genotype_file(ctx, common.uniform_width(resolve_genotype("modnas-b"), 4))
+        hand = common.genotype_file(ctx, handmade(4))
+        nets = {"searched": searched, "searched-skip": searched_skip, "modnas-b": preset, "handmade": hand}
+        names = {"modnas-b": "modnas-b-smoke", "handmade": "handmade-smoke"}
+    else:
+        nets = {"searched": searched, "searched-skip": searched_skip, "modnas-b": "modnas-b", "handmade": HANDMADE}
+        names = {"modnas-b": "modnas-b", "handmade": "handmade-unet"}
+    names.update({"searched": f"searched-{SEARCH}", "searched-skip": f"searched-{SEARCH_SKIP}"})
+    runs = {k: (common.run_train(ctx, names[k], nets[k]) if nets[k] else None) for k in nets}
+    data = {"meta": common.meta(ctx)}
+    for key in LABELS:
+        run = runs[key]
+        g = resolve_genotype(str(nets[key])) if nets[key] else None
+        data[key] = {"cost": common.cost(g) if g else {}, "test": common.evaluate_run(ctx, run) if run else None,
+                     "wall_seconds": common.wall_seconds(run) if run else None, "genotype": str(nets[key]),
+                     "depth": common.depth(g) if g else None,
+                     "curve_val_psnr": common.train_curve(run) if run else None}
+    return data
+
+
+def report(ctx: common.Ctx, data: dict) -> None:
+    rows = []
+    for key, label in LABELS.items():
+        d = data[key]
+        c, test, secs = d["cost"], d["test"], d["wall_seconds"]
+        rows.append([label, c.get("params"), c.get("gflops"), test and test["psnr"], test and test["ssim"],
+                     None if secs is None else f"{secs / 60:.1f}"])
+    table = common.markdown_table(["network (T=1)", "params", "GFLOPs (256²)", "test PSNR", "test SSIM", "train wall (min)"], rows)
+    common.write_table(ctx, common.train_head(data["meta"]) + "\n\n" + table, data)
+
+    plt = common.figure()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for key, label in LABELS.items():
+        d = data[key]
+        if d["curve_val_psnr"] is None:
+            continue
+        axes[0].plot(*d["curve_val_psnr"], "o-", ms=3, color=COLORS[key], label=label)
+        if d["test"]:
+            axes[1].scatter([d["cost"]["gflops"]], [d["test"]["psnr"]], s=40, color=COLORS[key], label=label)
+    axes[0].set_xlabel("training step")
+    axes[0].set_ylabel("PSNR on held-out Train400 (dB), σ = 25")
+    axes[0].set_title("Validation PSNR during training")
+    axes[0].legend(fontsize=7)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("GFLOPs per 256×256 forward (log scale)")
+    axes[1].set_ylabel(f"{data['meta']['test']} PSNR (dB), σ = 25")
+    axes[1].set_title("Test PSNR vs cost after equal training")
+    axes[1].legend(fontsize=7)
+    common.save_figure(ctx, fig, "pf_exp6_search_vs_none")
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--write-handmade", action="store_true", help="re-derive the hand-made width and write its JSON")
@@ -69,59 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"hand-made U-Net: width {width}, {flops:.2f} GFLOPs vs modnas-b {target:.2f} (256×256) → {HANDMADE}")
         return {"width": width}
     ctx = common.Ctx(a, "exp6_search_vs_none")
-    from restore.models.build import resolve_genotype
-    from restore.models.genotype import load_genotype
-
-    common.search_arm(ctx, SEARCH)
-    common.search_arm(ctx, SEARCH_SKIP)
-    searched = common.searched_genotype(ctx.runs / "search" / SEARCH)
-    searched_skip = common.searched_genotype(ctx.runs / "search" / SEARCH_SKIP)
-    if ctx.smoke:
-        preset = common.genotype_file(ctx, common.uniform_width(resolve_genotype("modnas-b"), 4))
-        hand = common.genotype_file(ctx, handmade(4))
-        nets = {"searched": searched, "searched-skip": searched_skip, "modnas-b": preset, "handmade": hand}
-        names = {"modnas-b": "modnas-b-smoke", "handmade": "handmade-smoke"}
-    else:
-        nets = {"searched": searched, "searched-skip": searched_skip, "modnas-b": "modnas-b", "handmade": HANDMADE}
-        names = {"modnas-b": "modnas-b", "handmade": "handmade-unet"}
-    names.update({"searched": f"searched-{SEARCH}", "searched-skip": f"searched-{SEARCH_SKIP}"})
-    labels = {"searched": "CPU-searched (exp 1 MoD-NAS search, dense γ)",
-              "searched-skip": "CPU-searched (exp 2 ablation: skip in candidates)",
-              "modnas-b": "paper Table 7 (modnas-b)", "handmade": "hand-made U-Net (conv 3×3, uniform width)"}
-    runs = {k: (common.run_train(ctx, names[k], nets[k]) if nets[k] else None) for k in nets}
-    rows, data = [], {}
-    for key, label in labels.items():
-        g = resolve_genotype(str(nets[key])) if nets[key] else None
-        c = common.cost(g) if g else {}
-        test = common.evaluate_run(ctx, runs[key]) if runs[key] else None
-        secs = common.wall_seconds(runs[key]) if runs[key] else None
-        data[key] = {"cost": c, "test": test, "wall_seconds": secs, "genotype": str(nets[key])}
-        rows.append([label, c.get("params"), c.get("gflops"), test and test["psnr"], test and test["ssim"],
-                     None if secs is None else f"{secs / 60:.1f}"])
-    table = common.markdown_table(["network (T=1)", "params", "GFLOPs (256²)", "test PSNR", "test SSIM", "train wall (min)"], rows)
-    common.write_table(ctx, common.train_head(ctx) + "\n\n" + table, data)
-
-    plt = common.figure()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    colors = {"searched": "tab:green", "searched-skip": "tab:olive", "modnas-b": "tab:blue", "handmade": "tab:orange"}
-    for key, label in labels.items():
-        if runs[key] is None:
-            continue
-        x, y = common.train_curve(runs[key])
-        axes[0].plot(x, y, "o-", ms=3, color=colors[key], label=label)
-        d = data[key]
-        if d["test"]:
-            axes[1].scatter([d["cost"]["gflops"]], [d["test"]["psnr"]], s=40, color=colors[key], label=label)
-    axes[0].set_xlabel("training step")
-    axes[0].set_ylabel("PSNR on held-out Train400 (dB), σ = 25")
-    axes[0].set_title("Validation PSNR during training")
-    axes[0].legend(fontsize=7)
-    axes[1].set_xscale("log")
-    axes[1].set_xlabel("GFLOPs per 256×256 forward (log scale)")
-    axes[1].set_ylabel(f"{ctx.test.name} PSNR (dB), σ = 25")
-    axes[1].set_title("Test PSNR vs cost after equal training")
-    axes[1].legend(fontsize=7)
-    common.save_figure(ctx, fig, "pf_exp6_search_vs_none")
+    data = ctx.saved or collect(ctx)
+    report(ctx, data)
     return data
 
 

@@ -6,12 +6,15 @@ these functions; `handlers.py` holds the logic and never imports it.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
+import sys
 
 from restore.app.handlers import AppService, Limits
 from restore.errors import RestoreError
 
-__all__ = ["AppService", "Limits", "build_demo", "launch", "require_gradio"]
+__all__ = ["AppService", "Limits", "build_demo", "launch", "require_gradio", "with_running_loop"]
 
 
 def require_gradio():
@@ -30,17 +33,68 @@ def build_demo(service: AppService | None = None):
     require_gradio()
     from restore.app.ui import build_demo as build
 
-    return build(service or AppService())
+    service = service or AppService()
+    return with_running_loop(lambda: build(service))
 
 
 def launch(service: AppService | None = None, *, host: str = "127.0.0.1", port: int | None = 7860,
            share: bool = False, concurrency: int = 1, queue_size: int = 16, prevent_thread_lock: bool = False,
            quiet: bool = False):
-    """Build and serve the app; returns (demo, local_url). Blocks unless `prevent_thread_lock`."""
+    """Build and serve the app; returns (demo, local_url). Blocks unless `prevent_thread_lock`.
+
+    `port=0` serves on any free port (the URL tells which): a free port is picked and, should
+    another process take it before the server binds, another one, a few times over. Stop a
+    non-blocking app with `demo.close()`.
+    """
     service = service or AppService()
-    demo = build_demo(service)
+    require_gradio()
     from restore.app.ui import serve
 
-    url = serve(demo, service.limits, host=host, port=port, share=share, concurrency=concurrency,
-                queue_size=queue_size, prevent_thread_lock=prevent_thread_lock, quiet=quiet)
+    attempts = 5 if port == 0 else 1
+    for attempt in range(attempts):
+        demo = build_demo(service)
+        try:
+            url = with_running_loop(lambda: serve(
+                demo, service.limits, host=host, port=_free_port() if port == 0 else port, share=share,
+                concurrency=concurrency, queue_size=queue_size, prevent_thread_lock=True, quiet=quiet))
+            break
+        except RestoreError:
+            if attempt == attempts - 1:
+                raise
+    if not prevent_thread_lock and not getattr(sys, "ps1", sys.flags.interactive):  # as gradio does
+        demo.block_thread()  # until Ctrl+C
     return demo, url
+
+
+def _free_port() -> int:
+    """A port nobody listens on now (it may be taken again before the server binds: `launch` retries)."""
+    with socket.socket() as s:
+        s.bind(("", 0))  # free on every interface, so on `host` too
+        return s.getsockname()[1]
+
+
+def with_running_loop(fn):
+    """`fn()` with an asyncio event loop running in this thread, closed afterwards.
+
+    Outside a running loop, gradio (`gradio.utils.safe_get_lock`, 12 times per launched app
+    in gradio 6) makes a new event loop for every asyncio lock it creates, sets it as this
+    thread's loop and never closes it: each is dropped with a ResourceWarning ("unclosed
+    event loop" and its two sockets) and the last one lingers until something replaces it,
+    warning then, in someone else's code. With a loop running, gradio only makes the locks,
+    which bind to the server's own loop when first used.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return fn()  # already inside a loop (a notebook): gradio makes no loops of its own
+
+    async def call():
+        return fn()
+
+    loop = asyncio.new_event_loop()  # not made this thread's current loop: nothing is left behind
+    try:
+        return loop.run_until_complete(call())
+    finally:
+        loop.close()

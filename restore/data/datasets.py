@@ -36,6 +36,8 @@ __all__ = [
     "exclude_rain_backgrounds",
     "list_images",
     "rain100l_pairing",
+    "readable_images",
+    "skipped_report",
 ]
 
 IMAGE_EXTENSIONS = frozenset(
@@ -89,6 +91,41 @@ def rain100l_pairing(name: str) -> str:
     if not name.startswith("rain-"):
         raise RestoreError(f"Rain100L pairing expects names like rain-001.png, got {name}")
     return "norain-" + name[len("rain-") :]
+
+
+def _name_list(paths: Sequence[Path], limit: int = 10) -> str:
+    names = ", ".join(p.name for p in paths[:limit])
+    return names + (f", … (+{len(paths) - limit} more)" if len(paths) > limit else "")
+
+
+def skipped_report(unreadable: Sequence[Path] = (), too_small: Sequence[Path] = (), patch: int | None = None) -> list[str]:
+    """One line per kind of skipped training image, for the run's log, e.g.
+    "skipped 2 unreadable image(s): a.png, b.png" (empty when nothing was skipped)."""
+    lines = []
+    if unreadable:
+        lines.append(f"skipped {len(unreadable)} unreadable image(s): {_name_list(list(unreadable))}")
+    if too_small:
+        size = f" than the {patch}×{patch} patch" if patch else " than the patch"
+        lines.append(f"skipped {len(too_small)} image(s) smaller{size}: {_name_list(list(too_small))}")
+    return lines
+
+
+def readable_images(paths: Sequence[str | os.PathLike], limit: int | None = None) -> tuple[list[Path], list[Path]]:
+    """(readable, unreadable) among `paths`, in order, by decoding them; stops once `limit`
+    readable images are found. Warns once per unreadable image (as PatchDataset does)."""
+    good: list[Path] = []
+    bad: list[Path] = []
+    for p in map(Path, paths):
+        if limit is not None and len(good) >= limit:
+            break
+        try:
+            _decode(p)
+        except RestoreError as e:
+            warnings.warn(f"skipping unreadable image: {e}", stacklevel=2)
+            bad.append(p)
+            continue
+        good.append(p)
+    return good, bad
 
 
 def _describe(paths: Sequence[Path]) -> str:
@@ -183,6 +220,10 @@ class PatchDataset(Dataset):
     one of 8 rotations/flips, then the degradation. Returns `(degraded, clean)` float32
     C×H×W tensors; with `noise_map=True` (AWGN only) the degraded input gets one more
     channel holding σ/255. `length` defaults to the number of usable images.
+
+    Unreadable images and images smaller than the patch are skipped with a warning each;
+    `unreadable` and `too_small` list them, `skipped` counts both, and `skipped_report()`
+    gives the lines a run logs about them.
     """
 
     def __init__(
@@ -212,33 +253,40 @@ class PatchDataset(Dataset):
         self.patch, self.channels, self.augment = patch, channels, augment
         self.noise_map, self.seed, self.cache = noise_map, seed, cache
         self.epoch = 0
-        self.skipped = 0
+        self.unreadable: list[Path] = []
+        self.too_small: list[Path] = []
         self.paths: list[Path] = []
         self._images: list[np.ndarray] = []
-        unreadable = 0
         for p in paths:
             try:
                 arr = _decode(p) if cache else None
                 h, w = arr.shape[:2] if cache else _probe_size(p)
             except RestoreError as e:
                 warnings.warn(f"skipping unreadable image: {e}", stacklevel=2)
-                self.skipped += 1
-                unreadable += 1
+                self.unreadable.append(p)
                 continue
             if h < patch or w < patch:
                 warnings.warn(f"skipping {p.name}: {w}x{h} is smaller than patch {patch}", stacklevel=2)
-                self.skipped += 1
+                self.too_small.append(p)
                 continue
             self.paths.append(p)
             if cache:
                 self._images.append(arr)
         if not self.paths:
-            if unreadable == len(paths):
+            if len(self.unreadable) == len(paths):
                 raise RestoreError(f"no readable images in {_describe(paths)}")
             raise RestoreError(f"patch {patch} is larger than every image in {_describe(paths)}")
         self.length = len(self.paths) if length is None else int(length)
         if self.length < 1:
             raise RestoreError(f"length must be positive, got {length}")
+
+    @property
+    def skipped(self) -> int:
+        """How many images were skipped (unreadable or smaller than the patch)."""
+        return len(self.unreadable) + len(self.too_small)
+
+    def skipped_report(self) -> list[str]:
+        return skipped_report(self.unreadable, self.too_small, self.patch)
 
     def set_epoch(self, epoch: int) -> None:
         """Vary the crops: call at the start of each epoch (works with any worker count)."""
@@ -346,20 +394,26 @@ class PairedFolder(Dataset):
 
 
 class EvalSet:
-    """A test folder with deterministic degradation: yields `(name, degraded, clean)`,
-    numpy H×W×C float32, degraded by `degrade_for_eval` (benchmark AWGN protocol for a
-    fixed σ, `eval_rng(name, setting)` otherwise)."""
+    """A test folder (or a list of image files) with deterministic degradation: yields
+    `(name, degraded, clean)`, numpy H×W×C float32, degraded by `degrade_for_eval`
+    (benchmark AWGN protocol for a fixed σ, `eval_rng(name, setting)` otherwise)."""
 
     def __init__(
         self,
-        folder: str | os.PathLike,
+        folder: str | os.PathLike | Sequence[str | os.PathLike],
         degradation: Degradation | str,
         channels: int,
         *,
         exclude: Iterable[str] = (),
     ) -> None:
         _check_channels(channels)
-        self.paths = list_images(folder, exclude)
+        if isinstance(folder, (str, os.PathLike)):
+            self.paths = list_images(folder, exclude)
+        else:
+            skip = set(exclude)
+            self.paths = [Path(p) for p in folder if Path(p).stem not in skip and Path(p).name not in skip]
+            if not self.paths:
+                raise RestoreError("no evaluation images given")
         self.degradation = _as_degradation(degradation)
         self.channels = channels
 

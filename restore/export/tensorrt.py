@@ -13,7 +13,9 @@ DCN has three routes into an engine:
   needs symmetric padding, groups 1, 2-D convolutions — `check_builtin_dcn_compat`
   validates each node first and says what fails.
 * ``DeformConv`` + ``dcn_plugin="restore"``: nodes are renamed to our own plugin
-  (`restore.export.plugins.dcn_plugin`), which runs the project's torch op.
+  (`restore.export.plugins.dcn_plugin`), whose kernel is written in Triton
+  (`restore.export.plugins.dcn_triton`); it takes any 2-D DeformConv (asymmetric pads,
+  groups, offset groups) and needs TensorRT ≥ 10.6 and Triton.
 
 Tiles vary in shape (the runtime shrinks the last tiles to small images), so engines get
 one optimisation profile: min = one size multiple, opt = the tile, max = ``max_side``.
@@ -41,6 +43,7 @@ from restore.export.plugins.dcn_plugin import (
     TRT_MISSING,
     plugin_problems,
     register_plugin,
+    require_plugin_deps,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,10 +59,13 @@ __all__ = [
     "build_engine",
     "builtin_dcn_problems",
     "check_builtin_dcn_compat",
+    "check_dcn_plugin",
+    "has_deformconv",
     "prepare_graph_for_trt",
     "profile_hw",
     "profile_shapes",
     "require_tensorrt",
+    "require_trt_build",
     "unsupported_ops",
 ]
 
@@ -89,6 +95,23 @@ def require_tensorrt():
     except ImportError:
         raise RestoreError(TRT_MISSING) from None
     return tensorrt
+
+
+def check_dcn_plugin(dcn_plugin: str) -> str:
+    if dcn_plugin not in DCN_PLUGINS:
+        raise RestoreError(f"unknown DCN plugin {dcn_plugin!r}; use one of {', '.join(DCN_PLUGINS)}")
+    return dcn_plugin
+
+
+def require_trt_build(dcn_plugin: str = "builtin"):
+    """Everything an engine build with `dcn_plugin` needs from the environment — TensorRT,
+    and for the restore plugin ``tensorrt.plugin`` (TRT ≥ 10.6) and Triton — or a one-line
+    `RestoreError` naming what to install. Returns the tensorrt module."""
+    check_dcn_plugin(dcn_plugin)
+    trt = require_tensorrt()
+    if dcn_plugin == "restore":
+        require_plugin_deps()
+    return trt
 
 
 def _require_cuda(device: str) -> str:
@@ -160,6 +183,18 @@ def _attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def has_deformconv(onnx_model: "onnx.ModelProto | str | Path") -> bool:
+    """Whether a graph (or ONNX file) has DeformConv nodes, i.e. needs a DCN plugin."""
+    if isinstance(onnx_model, (str, Path)):
+        import onnx
+
+        path = Path(onnx_model)
+        if not path.is_file():
+            raise RestoreError(f"ONNX file {path} does not exist")
+        onnx_model = onnx.load(str(path), load_external_data=False)
+    return any(n.op_type == "DeformConv" for n in onnx_model.graph.node)
+
+
 def builtin_dcn_problems(onnx_model: "onnx.ModelProto") -> list[str]:
     """Why each DeformConv node cannot use TensorRT's built-in ModulatedDeformConv2d plugin."""
     problems = []
@@ -173,7 +208,7 @@ def builtin_dcn_problems(onnx_model: "onnx.ModelProto") -> list[str]:
         half = len(pads) // 2
         if len(pads) % 2 or pads[:half] != pads[half:]:
             problems.append(f"{where}: asymmetric pads {pads} (begin {pads[:half]} != end {pads[half:]}); "
-                            f"TensorRT's plugin pads both sides of an axis equally")
+                            f"TensorRT's plugin pads both sides of an axis equally (--dcn-plugin restore does not)")
         for key in ("group", "offset_group"):
             if int(a.get(key, 1)) != 1:
                 problems.append(f"{where}: {key}={a[key]} (must be 1)")
@@ -189,7 +224,7 @@ def check_builtin_dcn_compat(onnx_model: "onnx.ModelProto") -> None:
     problems = builtin_dcn_problems(onnx_model)
     if problems:
         raise RestoreError("TensorRT's built-in DeformConv plugin cannot take this graph: " + "; ".join(problems)
-                           + " — re-export with --dcn decomposed or use the restore DCN plugin")
+                           + " — use --dcn-plugin restore, or re-export with --dcn decomposed")
 
 
 # ----------------------------------------------------------------------------- graph surgery
@@ -228,7 +263,7 @@ def _to_restore_plugin(node, weight_dims) -> None:
     from onnx import helper
 
     attrs = _attrs(node)
-    problems = plugin_problems(attrs)
+    problems = plugin_problems(attrs, weight_dims)
     if problems:
         raise RestoreError(f"DeformConv node {node.name!r} does not fit the restore plugin: {'; '.join(problems)}")
     if len(node.input) < 5 or not node.input[4]:
@@ -255,8 +290,7 @@ def prepare_graph_for_trt(onnx_model: "onnx.ModelProto", dcn_plugin: str = "buil
     attribute + custom domain, attributes kept and completed) for our plugin."""
     import onnx
 
-    if dcn_plugin not in DCN_PLUGINS:
-        raise RestoreError(f"unknown DCN plugin {dcn_plugin!r}; use one of {', '.join(DCN_PLUGINS)}")
+    check_dcn_plugin(dcn_plugin)
     model = onnx.ModelProto()
     model.CopyFrom(onnx_model)
     for i, node in enumerate(n for n in model.graph.node if n.op_type == "DeformConv"):
@@ -305,9 +339,15 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, min_hw, opt_
 
     `timing_cache` (a file) is loaded when present and saved after the build, which
     makes rebuilds of similar networks much faster. TF32 (on by default in TensorRT for
-    Ampere and newer) is off unless asked for, so an fp32 engine matches PyTorch to ~1e-5."""
+    Ampere and newer) is off unless asked for, so an fp32 engine matches PyTorch to ~1e-5.
+    `workspace_mb` caps the scratch memory TensorRT's tactics may use (MiB).
+    `dcn_plugin` says which plugin runs DeformConv nodes ("builtin" or "restore"); graphs
+    without them (e.g. ``--dcn decomposed``) need neither."""
     import onnx
 
+    check_dcn_plugin(dcn_plugin)
+    if isinstance(workspace_mb, bool) or not isinstance(workspace_mb, int) or workspace_mb < 1:
+        raise RestoreError(f"the TensorRT workspace must be a positive number of MB, got {workspace_mb!r}")
     trt = require_tensorrt()
     model = onnx.load(str(onnx_path))
     bad = unsupported_ops(model)
@@ -315,7 +355,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, min_hw, opt_
         raise RestoreError(f"TensorRT's ONNX parser does not support: {', '.join(bad)}")
     if dcn_plugin == "builtin":
         check_builtin_dcn_compat(model)
-    else:
+    elif has_deformconv(model):
         register_plugin()
     model = prepare_graph_for_trt(model, dcn_plugin)
 
@@ -333,7 +373,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, min_hw, opt_
     inp = network.get_input(0)
     shapes = profile_shapes(inp.shape[1], min_hw, opt_hw, max_hw, batch)
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     if not tf32 and hasattr(trt.BuilderFlag, "TF32"):
@@ -376,7 +416,7 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(self, engine_path: str | Path, device: str = "cuda", *, dcn_plugin: str = "builtin"):
-        trt = require_tensorrt()
+        trt = require_trt_build(dcn_plugin)
         self.device = _require_cuda(device)
         self.engine_path = Path(engine_path)
         if not self.engine_path.is_file():
@@ -430,11 +470,21 @@ class TensorRTBackend:
                   cache_dir: str | Path | None = None) -> "TensorRTBackend":
         """Export (unless `onnx_path` is given), build an engine with the tile as opt shape,
         and cache both (next to the user's ONNX, or in a temp folder) keyed by a hash of
-        the weights and settings, so the next run loads instead of rebuilding."""
-        from restore.export.cache import private_cache_dir
-        from restore.export.onnx import export_onnx, model_metadata, module_in_channels
+        the weights and settings, so the next run loads instead of rebuilding.
 
-        trt = require_tensorrt()
+        `dcn_plugin` picks the plugin for DCN layers ("builtin" or "restore"); it does not
+        matter (and is not required) for nets without DCN layers or with ``dcn="decomposed"``."""
+        from restore.export.cache import private_cache_dir
+        from restore.export.onnx import export_onnx, has_dcn, model_metadata, module_in_channels
+
+        check_dcn_plugin(dcn_plugin)
+        if onnx_path is not None:
+            deformconv = has_deformconv(Path(onnx_path))
+        else:
+            deformconv = dcn == "deformconv" and has_dcn(module)
+        if not deformconv:
+            dcn_plugin = "builtin"  # no DeformConv node in the graph: nothing for a plugin to do
+        trt = require_trt_build(dcn_plugin)
         device = _require_cuda(device)
         settings = dict(tile=tile, max_side=max_side, fp16=fp16, dcn=dcn, plugin=dcn_plugin, trt=trt.__version__,
                         gpu=torch.cuda.get_device_name(torch.device(device)))

@@ -293,7 +293,7 @@ def load_genotype(path: str | Path) -> Genotype:
 
 
 def save_genotype(g: Genotype, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_json(validate(g)) + "\n", encoding="utf-8")
-    return path
+    """Write a genotype JSON atomically (temp + fsync + rename): a kill never leaves half a file."""
+    from restore.train.files import atomic_write  # lazy: restore.models does not import restore.train at load
+
+    return atomic_write(path, to_json(validate(g)) + "\n")

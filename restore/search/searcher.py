@@ -15,7 +15,9 @@ other group's gradients and the arch backward skips the weight-gradient convolut
 
 Determinism (as in the trainer): the batch of step s is drawn from generators seeded by
 (seed, s, item), learning rates are pure functions of s, and the checkpoint holds both
-optimisers, the RNG state and the best-so-far, so a killed search resumes bit-for-bit.
+optimisers, the RNG state and the best-so-far, so a killed search resumes bit-for-bit
+(the log rows written after the last checkpoint are dropped on resume, so every step is
+logged once).
 Under torchrun each process takes its shard of the global batch and the gradients of
 both updates are averaged with one all_reduce, which matches one process up to float
 noise for per-sample losses (MSE). Two exceptions: log-SSIM is the log of the batch-mean
@@ -31,7 +33,6 @@ final_genotype.json (derived at the end), and checkpoint.safetensors (resumable)
 from __future__ import annotations
 
 import json
-import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from restore.data import EvalSet, PatchDataset, list_images, split_train_arch_val
-from restore.data.datasets import exclude_rain_backgrounds
+from restore.data.datasets import exclude_rain_backgrounds, readable_images, skipped_report
 from restore.errors import RestoreError
 from restore.metrics import psnr, ssim
 from restore.models.genotype import Genotype, HiNASGenotype, save_genotype, to_dict
@@ -53,10 +54,12 @@ from restore.models.modnas import ModNASSupernet, SearchSpaceConfig, derive_widt
 from restore.runtime.noise import append_noise_map
 from restore.runtime.tiling import TileConfig, restore_tensor
 from restore.search.config import SearchConfig, structural_changes
-from restore.train.checkpoint import load_state, rng_state, save_state, set_rng_state
-from restore.train.run import Dist, MetricLog, RunDir, cosine_lr, init_distributed, progress_bar, set_lr
+from restore.train import faults
+from restore.train.checkpoint import load_state, rng_state, save_state, save_tensors, set_rng_state
+from restore.train.run import Dist, MetricLog, ProgressLog, RunDir, cosine_lr, init_distributed, set_lr
 from restore.train.trainer import default_val_spec, loss_fn
 
+ARCH_LOG = "arch_log.jsonl"
 NO_DATA = "no training folders given: pass --data DIR (e.g. --data ../shared/data/train/Train400)"
 METRICS = ["step", "time", "lr", "arch_lr", "loss", "arch_loss", "val_psnr", "val_ssim"]
 
@@ -83,14 +86,7 @@ def split_images(cfg: SearchConfig) -> Splits:
 
 def load_val_images(paths: list[Path], spec: str, channels: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, degraded, clean) of the Train V images, degraded deterministically (EvalSet)."""
-    by_folder: dict[Path, set[str]] = {}
-    for p in paths:
-        by_folder.setdefault(p.parent, set()).add(p.name)
-    items = []
-    for folder, names in by_folder.items():
-        others = [q.name for q in list_images(folder) if q.name not in names]
-        items += list(EvalSet(folder, spec, channels, exclude=others))
-    return sorted(items, key=lambda item: item[0])
+    return sorted(EvalSet(paths, spec, channels), key=lambda item: item[0])
 
 
 # =========================================================================== supernet
@@ -238,7 +234,10 @@ class Searcher:
         self.data_a = self._patches(self.splits.train_a, seed=2 * cfg.seed + 1)  # other crops and noise than W
         val_spec = cfg.val_degradation or default_val_spec(cfg.degradation)
         self.val_sigma = float(val_spec.split(":")[1]) if cfg.noise_map else None
-        self.val = load_val_images(self.splits.val[: cfg.val_images or None], val_spec, cfg.channels)
+        val_paths, self.val_unreadable = readable_images(self.splits.val[: cfg.val_images or None])
+        if not val_paths:
+            raise RestoreError(f"none of the {len(self.val_unreadable)} Train V images is readable")
+        self.val = load_val_images(val_paths, val_spec, cfg.channels)
 
         torch.manual_seed(cfg.seed)
         self.model = build_supernet(cfg)
@@ -270,8 +269,15 @@ class Searcher:
             "config": asdict(self.cfg),
         }
 
+    def skipped_report(self) -> list[str]:
+        """Lines about the Train W / A / V images that could not be used."""
+        unreadable = self.data_w.unreadable + self.data_a.unreadable + self.val_unreadable
+        return skipped_report(unreadable, self.data_w.too_small + self.data_a.too_small, self.cfg.patch)
+
     def resume(self) -> bool:
+        """Load the run's checkpoint, if any, and drop the log rows written after it."""
         if not self.run.checkpoint.exists():
+            self._recover()  # a kill before the first checkpoint: the logs start afresh
             return False
         state = load_state(self.run.checkpoint)
         changed = structural_changes(state["config"], self.cfg)
@@ -283,7 +289,7 @@ class Searcher:
         set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.best = dict(state["best"])
-        self._truncate_logs()
+        self._recover()
         self.run.log(f"resumed at step {self.step}")
         return True
 
@@ -291,19 +297,10 @@ class Searcher:
         if self.dist.main:
             save_state(self.run.checkpoint, self.state())
 
-    def _truncate_logs(self) -> None:
+    def _recover(self) -> None:
         """Drop log rows written after the checkpoint (a kill replays those steps)."""
-        if not self.dist.main:
-            return
-        metrics = self.run.path / "metrics.csv"
-        if metrics.exists():
-            lines = metrics.read_text().splitlines()
-            keep = lines[:1] + [ln for ln in lines[1:] if _csv_step(ln) <= self.step]
-            metrics.write_text("\n".join(keep) + "\n")
-        arch_log = self.run.path / "arch_log.jsonl"
-        if arch_log.exists():
-            keep = [ln for ln in arch_log.read_text().splitlines() if _jsonl_step(ln) <= self.step]
-            arch_log.write_text("".join(ln + "\n" for ln in keep))
+        header = self.log.header if self.log else None
+        self.run.recover(self.step, metrics_header=header, jsonl=[ARCH_LOG])
 
     # ------------------------------------------------------------------ steps
     def batch(self, data: PatchDataset, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -335,6 +332,7 @@ class Searcher:
         set_lr(self.opt_a, lr)
         with frozen(self.weights):
             loss = self._backward(self.data_a, self.arch)
+        faults.pause(f"arch/{self.step + 1}")
         self.opt_a.step()
         shrink_l1(self.betas, lr * self.cfg.beta_l1)
         return loss
@@ -376,7 +374,7 @@ class Searcher:
         searched = self.step > self.cfg.warmup_steps  # before that α/β/γ are still the random init
         entry = {"step": self.step, "val_psnr": val_psnr, "val_ssim": val_ssim, "searched": searched,
                  **arch_snapshot(self.model), "genotype": to_dict(genotype)}
-        with open(self.run.path / "arch_log.jsonl", "a", encoding="utf-8") as fh:
+        with open(self.run.path / ARCH_LOG, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry) + "\n")
         if searched and self._improves(val_psnr, val_ssim):
             self.best = {"psnr": val_psnr, "ssim": val_ssim, "step": self.step}
@@ -390,12 +388,7 @@ class Searcher:
         return (val_psnr, val_ssim) > (self.best["psnr"], self.best["ssim"])
 
     def _save_supernet(self, path: Path) -> None:
-        from safetensors.torch import save_file
-
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        tmp = path.with_suffix(".tmp")
-        save_file(state, str(tmp))
-        tmp.replace(path)
+        save_tensors(path, self.model.state_dict())
 
     # ------------------------------------------------------------------ loop
     def fit(self, stop_at: int | None = None) -> dict:
@@ -404,12 +397,14 @@ class Searcher:
         self.resume()
         self.run.save_config(cfg)
         end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
-        s = self.splits
-        self.run.log(f"searching {cfg.space} for {cfg.steps} steps (arch updates from step {cfg.warmup_steps}) on "
-                     f"{len(s.train_w)} W / {len(s.train_a)} A / {len(s.val)} V images, {self.dist.world} process(es)")
+        n_w, n_a, n_v = len(self.data_w.paths), len(self.data_a.paths), len(self.val)
         losses, arch_losses = [], []
         t0 = time.time()
-        with progress_bar(cfg.steps, self.step, f"search {cfg.space}", self.show_progress) as update:
+        with ProgressLog(self.run, cfg.steps, self.step, f"search {cfg.space}", self.show_progress) as progress:
+            progress.note(f"searching {cfg.space} for {cfg.steps} steps (arch updates from step {cfg.warmup_steps}) on "
+                          f"{n_w} W / {n_a} A / {n_v} V images, {self.dist.world} process(es)")
+            for line in self.skipped_report():
+                progress.note(line)
             while self.step < end:
                 loss, arch_loss = self.train_step()
                 losses.append(loss)
@@ -429,8 +424,9 @@ class Searcher:
                     fields = {k: v for k, v in fields.items() if v is not None}
                     if self.log:
                         self.log.write(step=self.step, **fields)
-                    self.run.log(f"step {self.step} " + " ".join(f"{k}={v:.5g}" for k, v in fields.items()))
-                    update(self.step, loss=fields["loss"], **({"psnr": fields["val_psnr"]} if "val_psnr" in fields else {}))
+                    progress.log_step(self.step, fields, loss=fields["loss"],
+                                      **({"psnr": fields["val_psnr"]} if "val_psnr" in fields else {}))
+                faults.pause(f"step/{self.step}")
                 if self.step % cfg.checkpoint_every == 0 or self.step == end:
                     self.save_checkpoint()
         if self.step < cfg.steps:
@@ -456,20 +452,6 @@ class Searcher:
         summary["description"] = describe(chosen, summary["params"])
         self.run.log(f"done: {summary}")
         return summary
-
-
-def _csv_step(line: str) -> float:
-    try:
-        return int(line.split(",")[0])
-    except ValueError:
-        return math.inf  # a half-written row from a kill: drop it
-
-
-def _jsonl_step(line: str) -> float:
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-        return math.inf  # a half-written line from a kill: drop it
 
 
 def search(cfg: SearchConfig, run_dir: str | Path, *, show_progress: bool = True, stop_at: int | None = None) -> dict:

@@ -5,29 +5,26 @@ flat key, and the rest of the structure as JSON in the safetensors metadata, wit
 ``{"__tensor__": key}`` placeholders. No object deserialisation runs, so a checkpoint from an
 untrusted source cannot run code.
 
-Writes are atomic: temp file in the same folder → fsync → rename → fsync of the folder,
-so a kill at any moment leaves either the old or the new checkpoint, never half of one.
-A kill can leave the temp file (``.NAME.*.tmp``) behind; nothing reads it, and the next
-successful save removes it.
-
-Test hook: ``RESTORE_TEST_SLOW_CHECKPOINT=<seconds>`` makes `save_state` sleep after the
-temp file is complete and before the rename, so a test can SIGKILL a run inside that
-window deterministically (tests/test_crash_safety.py). Unset, it costs nothing.
+Writes are atomic (`restore.train.files.atomic_write`: temp file in the same folder →
+fsync → rename → fsync of the folder), so a kill at any moment, including while the bytes
+are being written, leaves either the old or the new checkpoint, never half of one. A kill
+can leave the temp file (``.NAME.*.tmp``) behind; nothing reads it, and the next
+successful save removes it. Crash tests stop a save at a chosen point with the
+RESTORE_TEST_PAUSE hook (`restore.train.faults`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as serialize
 
 from restore.errors import RestoreError
+from restore.train.files import atomic_write
 
 _TENSOR = "__tensor__"
 _TUPLE = "__tuple__"
@@ -64,56 +61,20 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def atomic_replace(tmp: Path, final: Path) -> None:
-    os.replace(tmp, final)
-    try:  # make the rename itself durable
-        fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+    """Write a flat dict of tensors as safetensors, atomically (see the module docstring).
+
+    The file is serialised in memory first (one extra copy of the tensors, transiently),
+    so the atomic writer can be stopped at any byte by the crash tests."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    return atomic_write(path, serialize(tensors, metadata=metadata))
 
 
 def save_state(path: str | Path, state: dict) -> Path:
     """Write a nested training state atomically as a single safetensors file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _flatten(state, "", tensors)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        save_file(tensors, str(tmp), metadata={"restore-state": json.dumps(skeleton)})
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        _test_pause()
-        atomic_replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _remove_stale_temps(path)
-    return path
-
-
-def _test_pause() -> None:
-    """The RESTORE_TEST_SLOW_CHECKPOINT hook (see the module docstring)."""
-    seconds = os.environ.get("RESTORE_TEST_SLOW_CHECKPOINT")
-    if seconds:
-        import time
-
-        time.sleep(float(seconds))
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Temp files of earlier saves that a kill interrupted (one writer per checkpoint)."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        try:
-            stale.unlink()
-        except OSError:
-            pass
+    return save_tensors(path, tensors, metadata={"restore-state": json.dumps(skeleton)})
 
 
 def load_state(path: str | Path) -> dict:

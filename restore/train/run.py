@@ -1,14 +1,18 @@
-"""What training and search share: run directories, metric logs, the cosine schedule,
-progress display and process-group setup for torchrun (DDP)."""
+"""What training and search share: run directories, metric logs (and dropping the rows a
+killed run logged after its last checkpoint), the cosine schedule, progress reporting and
+process-group setup for torchrun (DDP)."""
 
 from __future__ import annotations
 
 import csv
+import io
+import json
 import math
 import os
+import re
 import sys
 import time
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +21,11 @@ import torch.distributed as dist
 
 from restore.config import save_config
 from restore.errors import RestoreError
+from restore.train.files import TEMP_SUFFIX, atomic_write
 
 CHECKPOINT_NAME = "checkpoint.safetensors"  # the one resumable file of a run, overwritten
+METRICS_NAME = "metrics.csv"
+LOG_NAME = "log.txt"
 
 
 def cosine_lr(step: int, total: int, lr: float, lr_min: float) -> float:
@@ -67,17 +74,89 @@ def barrier(d: Dist) -> None:
 
 
 class MetricLog:
-    """Append-only CSV of metrics; survives restarts (a resumed run keeps appending)."""
+    """Append-only CSV of metrics; survives restarts (a resumed run keeps appending after
+    `RunDir.truncate_logs` has dropped the rows the checkpoint does not cover)."""
 
     def __init__(self, path: Path, fields: list[str]):
         self.path, self.fields = path, fields
         if not path.exists():
-            with open(path, "w", newline="") as fh:
-                csv.writer(fh).writerow(fields)
+            atomic_write(path, _csv_line(fields))
+
+    @property
+    def header(self) -> str:
+        """The header line, terminator included."""
+        return _csv_line(self.fields)
 
     def write(self, **row) -> None:
         with open(self.path, "a", newline="") as fh:
             csv.writer(fh).writerow([row.get(f, "") for f in self.fields])
+
+
+def _csv_line(values: Sequence) -> str:
+    buf = io.StringIO()
+    csv.writer(buf).writerow(values)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- log truncation
+# The step of a log line: an int (kept if <= the checkpoint's step), None for a line that
+# belongs to no step (kept), math.inf for a damaged line (dropped).
+StepOf = Callable[[str], "float | None"]
+
+_TEXT_STEP = re.compile(r"^\S+ \S+ step (\d+)\b")  # "<date> <time> step N…" (RunDir.log)
+
+
+def csv_step(line: str) -> float | None:
+    try:
+        return int(line.split(",", 1)[0])
+    except ValueError:
+        return math.inf
+
+
+def jsonl_step(line: str) -> float | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+def text_log_step(line: str) -> float | None:
+    m = _TEXT_STEP.match(line)
+    return int(m.group(1)) if m else None
+
+
+def drop_rows_after(path: Path, step: int, step_of: StepOf, *, header: str | None = None) -> int:
+    """Keep only the lines of `path` logged at or before `step`, rewriting it atomically.
+
+    A killed run replays the steps after its last checkpoint, so their rows would be
+    logged twice. An unterminated last line (a kill during an append) is dropped too.
+    With `header` (a whole line, terminator included) the first line is the header: kept
+    if it is one, restored if a kill damaged it. Kept lines are written back byte for
+    byte; the file is not touched when nothing changes. Returns the number of lines dropped.
+    """
+    if not path.exists():
+        return 0
+    raw = path.read_bytes()
+    complete = raw[: raw.rfind(b"\n") + 1]
+    lines = complete.splitlines(keepends=True)
+    head: list[bytes] = []
+    if header is not None:
+        head = [header.encode("utf-8")]
+        if lines and step_of(_text(lines[0])) in (None, math.inf):  # the header, or what a kill left of it
+            head = [lines[0]] if lines[0].rstrip(b"\r\n") == head[0].rstrip(b"\r\n") else head
+            lines = lines[1:]
+    keep = [ln for ln in lines if (s := step_of(_text(ln))) is None or s <= step]
+    out = head + keep
+    if len(keep) < len(lines) or len(complete) < len(raw) or not raw.startswith(head[0] if head else b""):
+        atomic_write(path, b"".join(out))
+    return len(lines) - len(keep)
+
+
+def _text(line: bytes) -> str:
+    return line.decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+# --------------------------------------------------------------------------- run directory
 
 
 class RunDir:
@@ -101,32 +180,127 @@ class RunDir:
         if not self.main:
             return
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.path / "log.txt", "a", encoding="utf-8") as fh:
+        with open(self.path / LOG_NAME, "a", encoding="utf-8") as fh:
             fh.write(f"{stamp} {message}\n")
 
+    def recover(self, step: int, *, metrics_header: str | None = None, jsonl: Sequence[str] = ()) -> int:
+        """Tidy what a killed run left before continuing from `step`: the temp files of
+        interrupted atomic writes, and the log rows after `step` (see `truncate_logs`)."""
+        if not self.main:
+            return 0
+        for stale in self.path.glob(f".*{TEMP_SUFFIX}"):
+            stale.unlink(missing_ok=True)
+        return self.truncate_logs(step, metrics_header=metrics_header, jsonl=jsonl)
 
-@contextmanager
-def progress_bar(total: int, start: int, description: str, enabled: bool = True):
-    """A rich progress bar with ETA; yields update(step, **fields). Plain when not a TTY."""
-    if not enabled:
-        yield lambda step, **fields: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    def truncate_logs(self, step: int, *, metrics_header: str | None = None, jsonl: Sequence[str] = ()) -> int:
+        """Drop what was logged after `step` (the checkpoint being resumed, 0 without one)
+        from metrics.csv, the step lines of log.txt and the given JSON-lines logs: a
+        resumed run logs those steps again. Main process only; returns the rows dropped."""
+        if not self.main:
+            return 0
+        dropped = drop_rows_after(self.path / METRICS_NAME, step, csv_step, header=metrics_header)
+        drop_rows_after(self.path / LOG_NAME, step, text_log_step)
+        for name in jsonl:
+            drop_rows_after(self.path / name, step, jsonl_step)
+        return dropped
 
-    columns = [
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, transient=False, disable=not sys.stderr.isatty(), refresh_per_second=2) as bar:
-        task = bar.add_task(description, total=total, completed=start, info="")
 
-        def update(step: int, **fields):
-            info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
-            bar.update(task, completed=step, info=info)
+# --------------------------------------------------------------------------- progress
 
-        yield update
+
+def format_duration(seconds: float) -> str:
+    """3h12m, 12m05s, 45s, 2d03h."""
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
+
+
+def _format_value(v) -> str:
+    return f"{v:.5g}" if isinstance(v, float) else str(v)
+
+
+class ProgressLog:
+    """Progress of a run in every setting.
+
+    Each logged step becomes one line in log.txt carrying the progress and an ETA —
+    ``step 1025/20000 (5.1%) loss=0.0021 … eta 3h12m`` — so a background run (nohup, no
+    terminal) can be followed with `tail -f`. With `show` on, the line also goes to stderr
+    when stderr is not a terminal; on a terminal a rich progress bar is shown instead.
+    The ETA uses the rate of this process (steps done since it started or resumed),
+    validation time included.
+    """
+
+    def __init__(self, run: RunDir, total: int, start: int, description: str, show: bool = True,
+                 clock: Callable[[], float] = time.monotonic):
+        self.run, self.total, self.start, self.description = run, total, start, description
+        self.show = show
+        self.tty = show and sys.stderr.isatty()
+        self.clock = clock
+        self.t0 = clock()
+        self._bar = None
+        self._task = None
+
+    def __enter__(self) -> "ProgressLog":
+        self.t0 = self.clock()
+        if self.tty:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
+                                 TimeRemainingColumn(), transient=False, refresh_per_second=2)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.description, total=self.total, completed=self.start, info="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+            self._bar = None
+
+    def eta(self, step: int) -> float | None:
+        """Seconds to `total` at this process's rate so far (None before its first step)."""
+        done = step - self.start
+        if done <= 0:
+            return None
+        return (self.total - step) * (self.clock() - self.t0) / done
+
+    def status(self, step: int) -> str:
+        return f"step {step}/{self.total} ({100.0 * step / max(self.total, 1):.1f}%)"
+
+    def line(self, step: int, fields: dict) -> str:
+        eta = self.eta(step)
+        parts = [self.status(step), *(f"{k}={_format_value(v)}" for k, v in fields.items()),
+                 f"eta {'?' if eta is None else format_duration(eta)}"]
+        return " ".join(parts)
+
+    def log_step(self, step: int, fields: dict, **shown) -> str:
+        """Log a step (log.txt, plain stderr) and move the bar; `shown` are the bar's fields."""
+        line = self.line(step, fields)
+        self.run.log(line)
+        if self._bar is not None:
+            info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
+            self._bar.update(self._task, completed=step, info=info)
+        elif self.show:
+            self._echo(line)
+        return line
+
+    def note(self, message: str) -> None:
+        """A message for log.txt and the user (above the bar, or a plain stderr line)."""
+        self.run.log(message)
+        if self._bar is not None:
+            self._bar.console.print(message, markup=False, highlight=False)
+        elif self.show:
+            self._echo(message)
+
+    def _echo(self, text: str) -> None:
+        if self.run.main:
+            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}", file=sys.stderr, flush=True)

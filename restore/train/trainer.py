@@ -4,7 +4,9 @@ Determinism is by construction: the global batch of step s is drawn from generat
 seeded by (seed, s, item), so a resumed run (or a run on N processes, each taking its
 slice of the global batch) sees exactly the data an uninterrupted single-process run sees.
 The learning rate is a pure function of the step, and the checkpoint holds the model,
-optimizer, EMA and RNG state, so `restore train` continues bit-for-bit where it stopped.
+optimizer, EMA and RNG state, so `restore train` continues bit-for-bit where it stopped;
+the metrics.csv / log.txt rows a killed run wrote after its last checkpoint are dropped on
+resume, so every step is logged once.
 """
 
 from __future__ import annotations
@@ -19,18 +21,21 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from restore.data import EvalSet, PatchDataset, degradation_from_spec, list_images
-from restore.data.datasets import exclude_rain_backgrounds
+from restore.data import EvalSet, PatchDataset, list_images
+from restore.data.datasets import exclude_rain_backgrounds, readable_images, skipped_report
 from restore.errors import RestoreError
 from restore.metrics import mse_log_ssim_loss, psnr, ssim
 from restore.models.build import build, resolve_genotype
 from restore.models.genotype import save_genotype
 from restore.runtime.noise import append_noise_map
 from restore.runtime.tiling import TileConfig, restore_tensor
-from restore.train.checkpoint import load_state, rng_state, save_state, set_rng_state
+from restore.train import faults
+from restore.train.checkpoint import load_state, rng_state, save_state, save_tensors, set_rng_state
 from restore.train.config import TrainConfig
 from restore.train.ema import EMA
-from restore.train.run import Dist, MetricLog, RunDir, cosine_lr, init_distributed, progress_bar, set_lr
+from restore.train.run import Dist, MetricLog, ProgressLog, RunDir, cosine_lr, init_distributed, set_lr
+
+METRICS = ["step", "time", "lr", "loss", "val_psnr", "val_ssim"]
 
 
 def default_val_spec(spec: str) -> str:
@@ -53,8 +58,7 @@ def loss_fn(name: str, weight: float):
 @dataclass
 class Split:
     train: list[Path]
-    val_folder: Path | None
-    val_exclude: list[str]
+    val: list[Path]  # validation images (the first `val_images` readable ones are scored)
 
 
 def split_images(cfg: TrainConfig) -> Split:
@@ -64,15 +68,14 @@ def split_images(cfg: TrainConfig) -> Split:
     if cfg.exclude_rain_backgrounds:
         paths = exclude_rain_backgrounds(paths)
     if cfg.val_dir is not None:
-        return Split(paths, Path(cfg.val_dir), [])
+        return Split(paths, list_images(cfg.val_dir))
     # hold out the last images of the first folder: a deterministic, disjoint validation set
     first = [p for p in paths if p.parent == Path(cfg.train_dirs[0])]
     if len(first) <= cfg.val_holdout:
         raise RestoreError(f"{cfg.train_dirs[0]} has too few images to hold out {cfg.val_holdout} for validation")
-    held = set(first[-cfg.val_holdout :])
-    train = [p for p in paths if p not in held]
-    keep = [p.stem for p in first if p not in held]
-    return Split(train, Path(cfg.train_dirs[0]), keep)
+    held = first[-cfg.val_holdout :]
+    held_set = set(held)
+    return Split([p for p in paths if p not in held_set], held)
 
 
 class Trainer:
@@ -101,10 +104,13 @@ class Trainer:
         )
         val_spec = cfg.val_degradation or default_val_spec(cfg.degradation)
         self.val_sigma = float(val_spec.split(":")[1]) if cfg.noise_map else None
-        self.val = EvalSet(split.val_folder, val_spec, cfg.channels, exclude=split.val_exclude)
+        val_paths, self.val_unreadable = readable_images(split.val, limit=cfg.val_images)
+        if not val_paths:
+            raise RestoreError(f"no readable validation images among {len(split.val)} in {split.val[0].parent}")
+        self.val = EvalSet(val_paths, val_spec, cfg.channels)
         self.step = 0
         self.best_psnr = -math.inf
-        self.log = MetricLog(self.run.path / "metrics.csv", ["step", "time", "lr", "loss", "val_psnr", "val_ssim"]) if self.dist.main else None
+        self.log = MetricLog(self.run.path / "metrics.csv", METRICS) if self.dist.main else None
 
     # ------------------------------------------------------------------ state
     def _warm_start(self, path: Path) -> None:
@@ -125,8 +131,14 @@ class Trainer:
             "config": asdict(self.cfg),
         }
 
+    def skipped_report(self) -> list[str]:
+        """Lines about the training and validation images that could not be used."""
+        return skipped_report(self.data.unreadable + self.val_unreadable, self.data.too_small, self.cfg.patch)
+
     def resume(self) -> bool:
+        """Load the run's checkpoint, if any, and drop the log rows written after it."""
         if not self.run.checkpoint.exists():
+            self._recover()  # a kill before the first checkpoint: the logs start afresh
             return False
         state = load_state(self.run.checkpoint)
         try:
@@ -139,8 +151,13 @@ class Trainer:
         set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.best_psnr = -math.inf if state["best_psnr"] is None else float(state["best_psnr"])
+        self._recover()
         self.run.log(f"resumed at step {self.step}")
         return True
+
+    def _recover(self) -> None:
+        header = self.log.header if self.log else None
+        self.run.recover(self.step, metrics_header=header)
 
     def save_checkpoint(self) -> None:
         if self.dist.main:
@@ -196,10 +213,13 @@ class Trainer:
         if self.dist.main:
             save_genotype(self.genotype, self.run.path / "genotype.json")
         self.resume()
-        self.run.log(f"training {self.genotype.space} '{cfg.model}' for {cfg.steps} steps on {len(self.data.paths)} images")
         losses: list[float] = []
         t0 = time.time()
-        with progress_bar(cfg.steps, self.step, "train", self.show_progress) as update:
+        with ProgressLog(self.run, cfg.steps, self.step, "train", self.show_progress) as progress:
+            progress.note(f"training {self.genotype.space} '{cfg.model}' for {cfg.steps} steps on "
+                          f"{len(self.data.paths)} images, {self.dist.world} process(es)")
+            for line in self.skipped_report():
+                progress.note(line)
             while self.step < cfg.steps:
                 losses.append(self.train_step())
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -210,8 +230,8 @@ class Trainer:
                         fields.update(self._validate())
                     if self.log:
                         self.log.write(step=self.step, **fields)
-                    self.run.log(f"step {self.step} " + " ".join(f"{k}={v:.5g}" for k, v in fields.items()))
-                    update(self.step, loss=mean_loss, **{k: v for k, v in fields.items() if k.startswith("val")})
+                    progress.log_step(self.step, fields, loss=mean_loss, **{k: v for k, v in fields.items() if k.startswith("val")})
+                faults.pause(f"step/{self.step}")
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save_checkpoint()
         return self.finish()
@@ -227,13 +247,8 @@ class Trainer:
 
     def export_weights(self, path: Path) -> None:
         """The (EMA) weights in the plain safetensors form that `restore.load` reads."""
-        from safetensors.torch import save_file
-
         source = self.ema.module if self.ema else self.model
-        state = {k: v.detach().cpu().contiguous() for k, v in source.state_dict().items()}
-        tmp = path.with_suffix(".tmp")
-        save_file(state, str(tmp))
-        tmp.replace(path)
+        save_tensors(path, source.state_dict())
 
     def finish(self) -> dict:
         summary = {"steps": self.step, "best_val_psnr": self.best_psnr}

@@ -1,4 +1,7 @@
-"""TensorRT plugins of the project (importable without TensorRT; see `dcn_plugin`)."""
+"""TensorRT plugins of the project (importable without TensorRT or Triton).
+
+`dcn_plugin`: the ``restore::DeformConv2dRestore`` plugin (registration metadata and
+`register_plugin`); `dcn_triton`: its Triton kernel and launcher."""
 
 from restore.export.plugins.dcn_plugin import PLUGIN_ID, SPEC, register_plugin
 

@@ -1,21 +1,22 @@
 """``restore::DeformConv2dRestore``: our DCNv2 as a TensorRT plugin (``tensorrt.plugin``, TRT ≥ 10.6).
 
-Why a plugin of our own: TensorRT's built-in ``ModulatedDeformConv2d`` (what its ONNX
-parser maps ``DeformConv`` to) only takes symmetric padding and a few other constraints
-(see `restore.export.tensorrt.check_builtin_dcn_compat`). This plugin takes the ONNX
-``DeformConv`` inputs and attributes unchanged; `prepare_graph_for_trt(model, "restore")`
-renames each DeformConv node to op type ``DeformConv2dRestore`` with
-``plugin_namespace="restore"``, and the ONNX parser then finds this plugin by op type +
-namespace in the plugin registry.
+Why a plugin of our own: TensorRT builds without the built-in ``ModulatedDeformConv2d``
+plugin (what its ONNX parser maps ``DeformConv`` to) cannot run DCN graphs, and the
+built-in one takes symmetric padding only (see
+`restore.export.tensorrt.check_builtin_dcn_compat`). This plugin takes the ONNX
+``DeformConv`` inputs and attributes unchanged (any padding, per-axis stride and
+dilation, groups, offset groups); `prepare_graph_for_trt(model, "restore")` renames each
+DeformConv node to op type ``DeformConv2dRestore`` with ``plugin_namespace="restore"``,
+and the ONNX parser then finds this plugin by op type + namespace in the plugin registry.
 
-The kernel is the project's own op (`restore.models.dcn.deform_conv2d`: grid_sample + a
-1×1 convolution) run by PyTorch on TensorRT's CUDA stream, so the engine computes exactly
-what the torch model does. It is a JIT (``trtp.impl``) plugin: the engine needs this
-Python process (and `register_plugin()`) to run; there is no Triton / AOT kernel yet.
+The kernel is a Triton kernel (`restore.export.plugins.dcn_triton`), launched by the
+``trtp.impl`` function on TensorRT's CUDA stream into TensorRT's output buffer. It is a
+JIT plugin: the engine needs this Python process (and `register_plugin()`, which
+`restore.export.tensorrt` calls) to run.
 
-This module imports without TensorRT. The registration metadata below (names, inputs,
-attributes, output-shape rule) is plain data that tests check without a GPU; only
-`register_plugin()` touches TensorRT.
+This module imports without TensorRT or Triton. The registration metadata below (names,
+inputs, attributes, output-shape rule) is plain data that tests check without a GPU; only
+`register_plugin()` touches TensorRT (and checks that Triton is installed).
 """
 
 # No `from __future__ import annotations`: tensorrt.plugin reads the annotations of the
@@ -38,9 +39,10 @@ __all__ = [
     "SPEC",
     "TRT_MISSING",
     "output_shape",
+    "plugin_forward",
     "plugin_problems",
-    "reference_forward",
     "register_plugin",
+    "require_plugin_deps",
 ]
 
 TRT_MISSING = "TensorRT is not installed: pip install 'restore[tensorrt]' on a machine with an NVIDIA GPU"
@@ -90,31 +92,44 @@ def output_shape(**shapes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(shapes[name][axis] for name, axis in OUTPUT_SHAPE)
 
 
-def plugin_problems(attrs: dict) -> list[str]:
+def plugin_problems(attrs: dict, weight_dims=None) -> list[str]:
     """Why a DeformConv node's attributes do not fit this plugin's kernel (empty if fine).
 
-    The kernel is `restore.models.dcn.deform_conv2d`: one stride, padding and dilation for
-    both axes, symmetric padding, groups 1."""
+    The Triton kernel takes every 2-D DeformConv: positive strides and dilations per axis,
+    any non-negative (also asymmetric) pads, any group / offset_group dividing the
+    channels. `weight_dims` (C_out, C/group, kh, kw), when known, checks the groups."""
     problems = []
+    kernel = list(attrs.get("kernel_shape", weight_dims[2:] if weight_dims else (1, 1)))
+    if len(kernel) != 2 or min(kernel) < 1:
+        problems.append(f"kernel_shape={kernel} (needs a 2-D kernel)")
     for key in ("strides", "dilations"):
         values = list(attrs.get(key, ATTRIBUTES[key][1]))
-        if len(values) != 2 or values[0] != values[1] or values[0] < 1:
-            problems.append(f"{key}={values} (needs two equal positive values)")
+        if len(values) != 2 or min(values) < 1:
+            problems.append(f"{key}={values} (needs two positive values)")
     pads = list(attrs.get("pads", ATTRIBUTES["pads"][1]))
-    if len(pads) != 4 or len(set(pads)) != 1 or pads[0] < 0:
-        problems.append(f"pads={pads} (needs four equal values)")
-    for key in ("group", "offset_group"):
-        if int(attrs.get(key, 1)) != 1:
-            problems.append(f"{key}={attrs[key]} (needs 1)")
+    if len(pads) != 4 or min(pads) < 0:
+        problems.append(f"pads={pads} (needs four values >= 0)")
+    groups = {key: int(attrs.get(key, 1)) for key in ("group", "offset_group")}
+    for key, value in groups.items():
+        if value < 1:
+            problems.append(f"{key}={value} (needs >= 1)")
+    if weight_dims is not None and len(weight_dims) == 4 and groups["group"] >= 1:
+        if weight_dims[0] % groups["group"]:
+            problems.append(f"group={groups['group']} does not divide the {weight_dims[0]} output channels")
+        if groups["offset_group"] >= 1 and (weight_dims[1] * groups["group"]) % groups["offset_group"]:
+            problems.append(f"offset_group={groups['offset_group']} does not divide the "
+                            f"{weight_dims[1] * groups['group']} input channels")
     return problems
 
 
-def reference_forward(x, weight, offset, bias, mask, *, strides, pads, dilations):
-    """The plugin's computation in torch (the same op the model runs)."""
-    from restore.models.dcn import deform_conv2d
+def plugin_forward(x, weight, offset, bias, mask, *, dilations, group, offset_group, pads, strides, out=None):
+    """What the plugin computes, on torch tensors: the Triton kernel with the node's
+    attributes (as TensorRT hands them over: int32 arrays and ints)."""
+    from restore.export.plugins.dcn_triton import deform_conv2d_triton
 
-    return deform_conv2d(x, offset, mask, weight, bias, stride=int(strides[0]), padding=int(pads[0]),
-                         dilation=int(dilations[0]))
+    return deform_conv2d_triton(x, weight, offset, bias, mask, strides=[int(v) for v in strides],
+                                pads=[int(v) for v in pads], dilations=[int(v) for v in dilations],
+                                group=int(group), offset_group=int(offset_group), out=out)
 
 
 _registered = False
@@ -129,7 +144,17 @@ def _import_plugin_api():
         import tensorrt.plugin as trtp
     except ImportError:
         raise RestoreError(f"the restore DCN plugin needs TensorRT >= 10.6 (tensorrt.plugin); found "
-                           f"{tensorrt.__version__}: use the built-in plugin or --dcn decomposed") from None
+                           f"{tensorrt.__version__}: use --dcn-plugin builtin or --dcn decomposed") from None
+    return trtp
+
+
+def require_plugin_deps():
+    """`tensorrt.plugin` (TensorRT ≥ 10.6) and Triton, or a one-line `RestoreError`
+    naming what to install. Returns the ``tensorrt.plugin`` module."""
+    from restore.export.plugins.dcn_triton import require_triton
+
+    trtp = _import_plugin_api()
+    require_triton()
     return trtp
 
 
@@ -141,7 +166,7 @@ def register_plugin() -> None:
     global _registered
     if _registered:
         return
-    trtp = _import_plugin_api()
+    trtp = require_plugin_deps()
     _define(trtp)
     _registered = True
 
@@ -164,11 +189,13 @@ def _define(trtp) -> None:
         # five inputs and the output all float32, or all float16 (linear NCHW)
         return [trtp.AutoTuneCombination(", ".join(["FP32|FP16"] * (len(INPUTS) + 1)))]
 
+    # Only the attributes the kernel needs are listed (they are serialised into the engine);
+    # the kernel size comes from the weight's shape.
     @trtp.impl(PLUGIN_ID)
-    def _run(x, weight, offset, bias, mask, dilations, pads, strides, outputs, stream) -> None:
+    def _run(x, weight, offset, bias, mask, dilations, group, offset_group, pads, strides, outputs, stream) -> None:
         import torch
 
-        with torch.cuda.stream(torch.cuda.ExternalStream(stream)):
+        with torch.cuda.stream(torch.cuda.ExternalStream(stream)):  # Triton launches on torch's current stream
             args = [torch.as_tensor(t, device="cuda") for t in (x, weight, offset, bias, mask)]
-            out = torch.as_tensor(outputs[0], device="cuda")
-            out.copy_(reference_forward(*args, strides=strides, pads=pads, dilations=dilations))
+            plugin_forward(*args, dilations=dilations, group=group, offset_group=offset_group, pads=pads,
+                           strides=strides, out=torch.as_tensor(outputs[0], device="cuda"))
