@@ -177,14 +177,20 @@ def test_a_kill_during_an_atomic_write_keeps_the_old_file(tmp_path, where):
     atomic_write(path, b"old")
     path.chmod(0o640)
     new = bytes(range(256)) * 64
-    proc = multiprocessing.get_context("fork").Process(target=_write_and_pause, args=(path, new, f"{where}/{path.name}", marker))
+    # a daemon, and killed in `finally`: a failed assertion must not leave a child that
+    # sleeps for an hour and keeps pytest from exiting
+    proc = multiprocessing.get_context("fork").Process(
+        target=_write_and_pause, args=(path, new, f"{where}/{path.name}", marker), daemon=True)
     proc.start()
-    deadline = time.time() + TIMEOUT
-    while not marker.exists() and proc.exitcode is None and time.time() < deadline:
-        time.sleep(0.01)
-    assert marker.read_text() == f"{where}/{path.name}" and proc.exitcode is None
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.join(10)
+    try:
+        deadline = time.time() + TIMEOUT
+        while not marker.exists() and proc.exitcode is None and time.time() < deadline:
+            time.sleep(0.01)
+        assert marker.read_text() == f"{where}/{path.name}" and proc.exitcode is None
+    finally:
+        if proc.exitcode is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.join(10)
     assert path.read_bytes() == b"old"
     (tmp,) = temp_files(tmp_path, path.name)
     assert tmp.read_bytes() == (new[: len(new) // 2] if where == "write-mid" else new)

@@ -58,6 +58,8 @@ def match_width(reference: str = "modnas-b") -> tuple[int, float, float]:
 LABELS = {"searched": "CPU-searched (exp 1 MoD-NAS search, dense γ)",
           "searched-skip": "CPU-searched (exp 2 ablation: skip in candidates)",
           "modnas-b": "paper Table 7 (modnas-b)", "handmade": "hand-made U-Net (conv 3×3, uniform width)"}
+# the Table 7 and hand-made points sit at almost the same FLOPs: label one below, one above
+LABEL_OFFSET = {"modnas-b": (-8, -10, "right"), "handmade": (-8, 4, "right")}
 COLORS = {"searched": "tab:green", "searched-skip": "tab:olive", "modnas-b": "tab:blue", "handmade": "tab:orange"}
 
 
@@ -107,7 +109,10 @@ def report(ctx: common.Ctx, data: dict) -> None:
             continue
         axes[0].plot(*d["curve_val_psnr"], "o-", ms=3, color=COLORS[key], label=label)
         if d["test"]:
-            axes[1].scatter([d["cost"]["gflops"]], [d["test"]["psnr"]], s=40, color=COLORS[key], label=label)
+            x, y = d["cost"]["gflops"], d["test"]["psnr"]
+            axes[1].scatter([x], [y], s=40, color=COLORS[key], label=label)
+            dx, dy, ha = LABEL_OFFSET.get(key, (6, -3, "left"))
+            axes[1].annotate(f"{y:.2f} dB", (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, fontsize=7)
     axes[0].set_xlabel("training step")
     axes[0].set_ylabel("PSNR on held-out Train400 (dB), σ = 25")
     axes[0].set_title("Validation PSNR during training")

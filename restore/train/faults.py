@@ -42,8 +42,10 @@ def pause(point: str) -> None:
         if name == point:
             _reached.add(point)
             marker = os.environ.get(PAUSED_ENV)
-            if marker:
-                with open(marker, "w", encoding="utf-8") as fh:
+            if marker:  # renamed into place: a test polling for it never reads it half-written
+                partial = f"{marker}.partial"
+                with open(partial, "w", encoding="utf-8") as fh:
                     fh.write(point)
+                os.replace(partial, marker)
             time.sleep(float(seconds) if seconds else DEFAULT_SECONDS)
             return
