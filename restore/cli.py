@@ -6,6 +6,7 @@ stays fast. A `RestoreError` is printed as one line (no traceback) with exit cod
 
 from __future__ import annotations
 
+import os
 import sys
 from functools import wraps
 from pathlib import Path
@@ -94,6 +95,8 @@ def train(
     else:
         cfg = config_from_dict(TrainConfig, {k: v for k, v in overrides.items() if v is not None})
     summary = run_training(cfg, run, show_progress=progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # a non-main torchrun process: rank 0 reports
+        return
     typer.echo(f"done: {summary['steps']} steps, best validation PSNR {summary['best_val_psnr']:.2f} dB → {run}")
 
 

@@ -166,6 +166,7 @@ def test_two_process_ddp_matches_one_process(tiny_genotype, tiny_train_dir, tmp_
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 process(es)" in (tmp_path / "ddp" / "log.txt").read_text(), "the 2-process group did not form"
+    assert done.stdout.count("done:") == 1 and "-inf" not in done.stdout, done.stdout  # rank 0 alone reports
     train(cfg, tmp_path / "single", show_progress=False)
     assert "1 process(es)" in (tmp_path / "single" / "log.txt").read_text()
     a = load_file(str(tmp_path / "single" / "last.safetensors"))
