@@ -7,6 +7,7 @@ reproduced from that file alone.
 from __future__ import annotations
 
 import json
+import types
 import typing
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     args = typing.get_args(annotation)
     if value is None and (annotation is type(None) or type(None) in args):
         return None
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         for arg in args:
             if arg is type(None):
                 continue
