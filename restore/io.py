@@ -651,7 +651,7 @@ def _atomic_write(path: Path, data: bytes | memoryview, overwrite: bool) -> None
             tmp.write(data)
             tmp.flush()
             os.fsync(tmp.fileno())
-        os.chmod(tmp.name, 0o666 & ~_umask())  # NamedTemporaryFile creates 0600
+        os.chmod(tmp.name, 0o666 & ~current_umask())  # NamedTemporaryFile creates 0600
         os.replace(tmp.name, path)
     except BaseException as e:
         try:
@@ -663,7 +663,8 @@ def _atomic_write(path: Path, data: bytes | memoryview, overwrite: bool) -> None
         raise
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (for files created 0600 by a temp-file API, then renamed into place)."""
     try:  # Linux exposes it without the race of setting and restoring it
         with open("/proc/self/status") as f:
             for line in f:

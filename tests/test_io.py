@@ -423,7 +423,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch, error):
 
 def test_written_file_has_normal_permissions(tmp_path):
     path = write_image(tmp_path / "a.png", _levels(H, W, 1, 8))
-    assert path.stat().st_mode & 0o777 == 0o666 & ~rio._umask()
+    assert path.stat().st_mode & 0o777 == 0o666 & ~rio.current_umask()
 
 
 def test_creates_missing_output_directories(tmp_path):

@@ -13,6 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from restore.io import current_umask
 from restore.train import faults
 
 TEMP_SUFFIX = ".tmp"  # temp files are ".<name>.<random><TEMP_SUFFIX>" beside the target
@@ -52,20 +53,7 @@ def _mode_for(path: Path) -> int:
     try:
         return path.stat().st_mode & 0o777
     except OSError:
-        return 0o666 & ~_umask()
-
-
-def _umask() -> int:
-    try:  # Linux: read it without the race of setting and restoring it
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+        return 0o666 & ~current_umask()
 
 
 def _fsync_dir(folder: Path) -> None:
