@@ -22,16 +22,23 @@ from restore.zoo.registry import list_models
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PEER = f"dncnn:{SHARED / 'peers/dncnn_sigma25.safetensors'}"
 
+GRAY_DENOISERS = ["denoise-gray", "denoise-gray-modnas-b"]
+
 # name: (folder, degradation, channels, systems, extra options)
 TABLES = {
-    "set12-s25": ("data/test/Set12", "awgn:25", 1, ["denoise-gray", PEER, "bm3d"], {}),
-    "bsd68-s25": ("data/test/BSD68", "awgn:25", 1, ["denoise-gray", PEER, "bm3d"], {}),
-    "bsd68-s15": ("data/test/BSD68", "awgn:15", 1, ["denoise-gray"], {}),
-    "bsd68-s50": ("data/test/BSD68", "awgn:50", 1, ["denoise-gray"], {}),
-    "cbsd68-s25": ("data/test/CBSD68", "awgn:25", 3, ["denoise-color", "cbm3d"], {}),
-    "live1-q20": ("data/test/LIVE1", "jpeg:20", 1, ["deblock-gray"], {}),
-    "classic5-q20": ("data/test/classic5", "jpeg:20", 1, ["deblock-gray"], {}),
-    "rain100h": ("data/rain/Rain100H/rain", None, 3, ["derain"], {"clean_dir": "data/rain/Rain100H/norain"}),
+    "set12-s25": ("data/test/Set12", "awgn:25", 1, [*GRAY_DENOISERS, PEER, "bm3d"], {}),
+    "bsd68-s25": ("data/test/BSD68", "awgn:25", 1, [*GRAY_DENOISERS, PEER, "bm3d"], {}),
+    "bsd68-s25-blind": ("data/test/BSD68", "awgn:25", 1, GRAY_DENOISERS, {"sigma_mode": "estimate"}),
+    "bsd68-s15": ("data/test/BSD68", "awgn:15", 1, GRAY_DENOISERS, {}),
+    "bsd68-s50": ("data/test/BSD68", "awgn:50", 1, GRAY_DENOISERS, {}),
+    "cbsd68-s25": ("data/test/CBSD68", "awgn:25", 3, ["denoise-color", "denoise-gray", PEER, "cbm3d"], {}),
+    "cbsd68-camera": ("data/test/CBSD68", "camera", 3, ["denoise-real", "denoise-color"], {"sigma_mode": "estimate"}),
+    **{f"live1-q{q}": ("data/test/LIVE1", f"jpeg:{q}", 1, ["deblock-gray"], {}) for q in (10, 20, 30, 40)},
+    **{f"classic5-q{q}": ("data/test/classic5", f"jpeg:{q}", 1, ["deblock-gray"], {}) for q in (10, 20, 30, 40)},
+    "live1-color-q20": ("data/test/LIVE1", "jpeg:20", 3, ["deblock-gray"], {}),
+    "rain100h": ("data/rain/Rain100H/rain", None, 3, ["derain", "derain-hinas"], {"clean_dir": "data/rain/Rain100H/norain"}),
+    "rain100l": ("data/rain/Rain100L_subset10/rain", None, 3, ["derain", "derain-hinas"],
+                 {"clean_dir": "data/rain/Rain100L_subset10/norain"}),
 }
 
 
@@ -42,6 +49,8 @@ def command_line(name: str, limit: int | None) -> str:
         parts += ["-d", deg]
     if "clean_dir" in extra:
         parts += ["--clean-dir", str(SHARED / extra["clean_dir"])]
+    if "sigma_mode" in extra:
+        parts += ["--sigma", extra["sigma_mode"]]
     for s in systems:
         parts += ["-m", s]
     if limit:
@@ -57,6 +66,7 @@ def run_table(name: str, limit: int | None, out_dir: Path) -> None:
         print(f"skip {name}: its model is not shipped yet")
         return
     options = EvalOptions(degradation=deg or "awgn:0", channels=ch, limit=limit,
+                          sigma_mode=extra.get("sigma_mode", "known"),
                           clean_dir=SHARED / extra["clean_dir"] if "clean_dir" in extra else None)
     specs = []
     for s in available:

@@ -39,6 +39,13 @@ class System:
     name: str
     run: Callable[[np.ndarray], np.ndarray]  # H×W×C degraded → H×W×C restored
     params: int | None = None
+    flops_per_mp: float | None = None  # FLOPs per megapixel of one image channel set
+
+
+def _flops_per_mp(module, in_channels: int) -> float:
+    from restore.runtime.profile import flops_per_megapixel
+
+    return flops_per_megapixel(module, in_channels)
 
 
 def _known_sigma(options: EvalOptions) -> float | None:
@@ -57,7 +64,12 @@ def _zoo_system(spec: str | None, options: EvalOptions) -> System:
     if options.sigma_mode not in ("known", "estimate"):
         raise RestoreError("--sigma must be 'known' or 'estimate'")
     label = restorer.name + (" (σ estimated)" if restorer.entry.noise_map and sigma is None else "")
-    return System(label, lambda x: restorer.restore_array(x, sigma=sigma), count_parameters(restorer.module))
+    in_channels = restorer.entry.channels + (1 if restorer.entry.noise_map else 0)
+    flops = _flops_per_mp(restorer.module, in_channels)
+    # a gray model serves colour images channel by channel: three passes per pixel
+    if restorer.entry.channels == 1 and options.channels == 3:
+        flops *= 3
+    return System(label, lambda x: restorer.restore_array(x, sigma=sigma), count_parameters(restorer.module), flops)
 
 
 def _dncnn_system(path: str, options: EvalOptions) -> System:
@@ -76,7 +88,7 @@ def _dncnn_system(path: str, options: EvalOptions) -> System:
         y = restore_tensor(backend, t, config=TileConfig(tile=None), out_channels=1)
         return y.clamp(0, 1)[:, 0].numpy().transpose(1, 2, 0)
 
-    return System("DnCNN (peer)", run, count_parameters(net))
+    return System("DnCNN (peer)", run, count_parameters(net), _flops_per_mp(net, 1) * options.channels)
 
 
 def _bm3d_system(options: EvalOptions) -> System:
@@ -128,6 +140,7 @@ def evaluate_models(folder: str | Path, specs: list[str | None], options: EvalOp
     names = ["input"] + [s.name for s in systems]
     rows: list[dict] = []
     seconds = {s.name: 0.0 for s in systems}
+    megapixels = 0.0
     items = list(_dataset(folder, options))[: options.limit]
     if not items:
         raise RestoreError(f"no test images in {folder}")
@@ -138,6 +151,7 @@ def evaluate_models(folder: str | Path, specs: list[str | None], options: EvalOp
         iterator = track(items, description="evaluating", transient=True)
     for name, degraded, clean in iterator:
         row = {"image": name, "input": _scores(np.clip(degraded, 0, 1), clean, options)}
+        megapixels += degraded.shape[0] * degraded.shape[1] / 1e6
         for system in systems:
             t0 = time.perf_counter()
             out = system.run(degraded)
@@ -149,7 +163,9 @@ def evaluate_models(folder: str | Path, specs: list[str | None], options: EvalOp
         for n in names
     }
     for system in systems:
-        summary[system.name].update(params=system.params, seconds=seconds[system.name])
+        summary[system.name].update(params=system.params, seconds=seconds[system.name],
+                                    flops_per_mp=system.flops_per_mp,
+                                    mp_per_s=megapixels / seconds[system.name] if seconds[system.name] > 0 else None)
     setting = options.degradation if options.clean_dir is None else f"pairs with {options.clean_dir}"
     return {"folder": str(folder), "setting": setting, "channels": options.channels, "images": len(rows),
             "systems": names, "mean": summary, "per_image": rows}
@@ -158,12 +174,14 @@ def evaluate_models(folder: str | Path, specs: list[str | None], options: EvalOp
 def render_markdown(result: dict, *, per_image: bool = False) -> str:
     names = result["systems"]
     head = f"{Path(result['folder']).name} — {result['setting']} — {result['images']} images, PSNR (dB) / SSIM"
-    lines = [head, "", "| system | PSNR | SSIM | params | time (s) |", "|---|---|---|---|---|"]
+    lines = [head, "", "| system | PSNR | SSIM | params | GFLOPs/MP | MP/s | time (s) |", "|---|---|---|---|---|---|---|"]
     for n in names:
         m = result["mean"][n]
         params = f"{m['params']:,}" if m.get("params") else "–"
+        flops = f"{m['flops_per_mp'] / 1e9:.0f}" if m.get("flops_per_mp") else "–"
+        speed = f"{m['mp_per_s']:.2f}" if m.get("mp_per_s") else "–"
         secs = f"{m['seconds']:.1f}" if "seconds" in m else "–"
-        lines.append(f"| {n} | {m['psnr']:.2f} | {m['ssim']:.4f} | {params} | {secs} |")
+        lines.append(f"| {n} | {m['psnr']:.2f} | {m['ssim']:.4f} | {params} | {flops} | {speed} | {secs} |")
     if per_image:
         lines += ["", "| image | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for r in result["per_image"]:

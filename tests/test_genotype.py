@@ -1,6 +1,9 @@
 """Genotype JSON: versioned, validated before any allocation, never eval'd or pickled."""
 
 import json
+from pathlib import Path
+
+import torch
 
 import pytest
 
@@ -65,3 +68,31 @@ def test_not_json_and_missing_file(tmp_path):
     big.write_text(" " * 2_000_000)
     with pytest.raises(RestoreError, match="larger than 1 MB"):
         load_genotype(big)
+
+
+def test_scale_width_keeps_topology_and_rounds_to_multiples_of_8():
+    from restore.models.build import build, parameter_count, resolve_genotype
+    from restore.models.genotype import scale_width
+
+    g = resolve_genotype(Path(__file__).parents[1] / "training/searched-modnas-step300.json", noise_map=True)
+    wide = scale_width(g, 1.5)
+    assert [[x.op for x in b.layers] for b in wide.encoder] == [[x.op for x in b.layers] for b in g.encoder]
+    channels = [x.channels for b in wide.encoder + wide.decoder for x in b.layers] + [wide.head_channels]
+    assert all(c % 8 == 0 for c in channels)
+    assert wide.head_channels == max(8, round(g.head_channels * 1.5 / 8) * 8)
+    assert parameter_count(wide) > parameter_count(g)
+    assert scale_width(g, 1) is g
+    out = build(wide)(torch.rand(1, 2, 32, 32))
+    assert out.shape == (1, 1, 32, 32)
+    assert resolve_genotype("modnas-b", width=2.0) == scale_width(resolve_genotype("modnas-b"), 2.0)
+
+
+def test_scale_width_hinas_and_bad_factor():
+    from restore.models.build import load_preset
+    from restore.models.genotype import HiNASGenotype, Node, scale_width
+
+    g = HiNASGenotype(cell=(Node((0, 1), ("conv_3x3", "skip")),), widths=(0, 1), base_width=4, stem_channels=16)
+    w = scale_width(g, 2)
+    assert (w.base_width, w.stem_channels, w.cell) == (8, 32, g.cell)
+    with pytest.raises(RestoreError):
+        scale_width(load_preset("modnas-b"), 0)

@@ -232,3 +232,20 @@ def test_cli_search(tmp_path, few_images):
     assert result.exit_code != 0
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "--data" in lines[0]
+
+
+def test_describe_warns_when_depth_search_removed_every_normal_layer():
+    from dataclasses import replace
+
+    from restore.models.build import load_preset
+    from restore.models.genotype import Block, Layer
+    from restore.search.searcher import describe
+
+    g = load_preset("modnas-b")
+    assert "warning" not in describe(g, 1000)
+
+    def skipped(b: Block) -> Block:
+        return replace(b, layers=tuple(Layer("skip", x.channels, 0) for x in b.layers))
+
+    collapsed = replace(g, encoder=tuple(map(skipped, g.encoder)), decoder=tuple(map(skipped, g.decoder)))
+    assert "0/" in describe(collapsed, 1000) and "warning" in describe(collapsed, 1000)

@@ -12,7 +12,7 @@ from pathlib import Path
 from torch import nn
 
 from restore.errors import RestoreError
-from restore.models.genotype import Genotype, HiNASGenotype, ModNASGenotype, from_json, load_genotype
+from restore.models.genotype import Genotype, HiNASGenotype, ModNASGenotype, from_json, load_genotype, scale_width
 
 
 # Each field of a genotype is bounded on load (restore.models.genotype), but together they
@@ -65,8 +65,8 @@ def load_preset(name: str) -> Genotype:
 
 
 def resolve_genotype(source: str | Path, *, in_channels: int | None = None, noise_map: bool | None = None,
-                     stages: int | None = None) -> Genotype:
-    """A preset name or a genotype file, optionally re-targeted (channels, σ map, stages)."""
+                     stages: int | None = None, width: float = 1.0) -> Genotype:
+    """A preset name or a genotype file, optionally re-targeted (channels, σ map, stages, width factor)."""
     text = str(source)
     g = load_genotype(text) if text.endswith(".json") or Path(text).is_file() else load_preset(text)
     changes: dict = {}
@@ -78,4 +78,5 @@ def resolve_genotype(source: str | Path, *, in_channels: int | None = None, nois
         if not isinstance(g, ModNASGenotype):
             raise RestoreError("--stages applies to MoD-NAS genotypes only")
         changes["stages"] = stages
-    return replace(g, **changes) if changes else g
+    g = replace(g, **changes) if changes else g
+    return scale_width(g, width)

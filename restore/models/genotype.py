@@ -12,7 +12,7 @@ JSON form (both spaces)::
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -290,6 +290,37 @@ def load_genotype(path: str | Path) -> Genotype:
     if path.stat().st_size > 1_000_000:
         raise RestoreError(f"genotype file {path} is larger than 1 MB; refusing to parse it")
     return from_json(path.read_text(encoding="utf-8"))
+
+
+def _scaled(channels: int, factor: float) -> int:
+    """Channels × factor, rounded to a multiple of 8 (MoD-NAS keeps widths in steps of 8), at least 8."""
+    return max(8, int(round(channels * factor / 8)) * 8)
+
+
+def scale_width(g: Genotype, factor: float) -> Genotype:
+    """The same architecture with every width multiplied by `factor`.
+
+    A search runs a narrow supernet to stay affordable; the derived network is then trained
+    wider (DARTS searches at C=16 and evaluates at C=36). Topology, ops and skips are kept;
+    MoD-NAS layer/fusion/head channels and HiNAS base width and stem scale together.
+    """
+    if not factor > 0:
+        raise RestoreError(f"width factor must be positive, got {factor}")
+    if factor == 1:
+        return g
+    if isinstance(g, HiNASGenotype):
+        return validate(replace(g, base_width=max(1, round(g.base_width * factor)),
+                                stem_channels=_scaled(g.stem_channels, factor)))
+
+    def layer(x: Layer | None) -> Layer | None:
+        return None if x is None else replace(x, channels=_scaled(x.channels, factor))
+
+    def block(b: Block) -> Block:
+        fuse = None if b.fuse_channels is None else _scaled(b.fuse_channels, factor)
+        return Block(tuple(layer(x) for x in b.layers), layer(b.sample), fuse)
+
+    return validate(replace(g, encoder=tuple(map(block, g.encoder)), decoder=tuple(map(block, g.decoder)),
+                            head_channels=_scaled(g.head_channels, factor)))
 
 
 def save_genotype(g: Genotype, path: str | Path) -> Path:

@@ -155,8 +155,12 @@ def describe(g: Genotype, params: int) -> str:
     kept = [layer for layer in layers if layer.op != "skip"]
     ops = _count_ops(layer.op for layer in kept)
     widths = [layer.channels for layer in kept] or [0]
-    return (f"MoD-NAS: T={g.stages}, levels={g.levels}, {len(kept)}/{len(layers)} normal layers kept "
+    line = (f"MoD-NAS: T={g.stages}, levels={g.levels}, {len(kept)}/{len(layers)} normal layers kept "
             f"({ops}), widths {min(widths)}–{max(widths)}, {params / 1e6:.3f}M params")
+    if not kept:  # a skip-collapsed search (the DARTS failure mode): say so instead of shipping it quietly
+        line += (" — warning: depth search removed every normal layer, only sampling/fusion convs remain; "
+                 "search longer or pick best_genotype.json")
+    return line
 
 
 # =========================================================================== optimisation helpers

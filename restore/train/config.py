@@ -13,6 +13,7 @@ class TrainConfig:
     channels: int = 1  # 1 = gray, 3 = colour
     noise_map: bool = False  # σ-map input channel (one network for a σ range)
     stages: int | None = None  # MoD-NAS unfolding stages T (None: the genotype's)
+    width: float = 1.0  # width factor on the genotype (search narrow, train wide; multiples of 8)
     degradation: str = "awgn:25"  # see restore.data.degradations.degradation_from_spec
     val_degradation: str | None = None  # None: a fixed setting derived from `degradation`
     train_dirs: tuple[str, ...] = ()
@@ -47,5 +48,7 @@ class TrainConfig:
                 raise RestoreError(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.noise_map and not self.degradation.startswith("awgn"):
             raise RestoreError("noise_map applies to AWGN degradations only")
+        if not 0 < self.width <= 8:
+            raise RestoreError(f"width must be in (0, 8], got {self.width}")
         if not 0 <= self.ema < 1:
             raise RestoreError(f"ema must be in [0, 1), got {self.ema}")

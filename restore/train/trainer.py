@@ -87,7 +87,8 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.genotype = resolve_genotype(cfg.model, in_channels=cfg.channels, noise_map=cfg.noise_map, stages=cfg.stages)
+        self.genotype = resolve_genotype(cfg.model, in_channels=cfg.channels, noise_map=cfg.noise_map, stages=cfg.stages,
+                                          width=cfg.width)
         self.model = build(self.genotype)
         if cfg.init_from:
             self._warm_start(Path(cfg.init_from))
