@@ -34,7 +34,7 @@ from restore.runtime.noise import append_noise_map  # noqa: E402
 from restore.runtime.profile import count_parameters, flops_per_megapixel  # noqa: E402
 from restore.zoo.registry import get_entry, list_entries, load_network, load_weights  # noqa: E402
 
-PEER = REPO.parent / "shared" / "peers" / "dncnn_sigma25.safetensors"
+PEER = Path(os.environ.get("RESTORE_SHARED") or REPO.parent / "shared") / "peers" / "dncnn_sigma25.safetensors"
 
 
 def gray_denoisers() -> list[str]:

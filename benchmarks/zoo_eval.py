@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from restore.errors import RestoreError
 from restore.evaluate import EvalOptions, evaluate_models, render_markdown
 from restore.zoo.registry import list_models
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(os.environ.get("RESTORE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 PEER = f"dncnn:{SHARED / 'peers/dncnn_sigma25.safetensors'}"
 
 GRAY_DENOISERS = ["denoise-gray", "denoise-gray-modnas-b"]

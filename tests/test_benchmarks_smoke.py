@@ -1,0 +1,39 @@
+"""The zoo benchmark scripts run end to end (tiny settings) and write what RESULTS.md cites."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_reports_ratios_against_dncnn():
+    bench = _script("throughput")
+    result = bench.run(["denoise-gray"], size=32, rounds=1, threads=1)
+    rows = {r["model"]: r for r in result["rows"]}
+    assert rows["DnCNN (peer)"]["speedup_vs_dncnn"] == pytest.approx(1.0)
+    assert 1000 < rows["DnCNN (peer)"]["gflops_per_mp"] < 1200  # 17 layers × 64 channels, 3×3
+    assert rows["denoise-gray"]["gflops_per_mp"] < rows["DnCNN (peer)"]["gflops_per_mp"]
+    assert rows["denoise-gray"]["speedup_vs_dncnn"] > 0
+    assert "| denoise-gray |" in bench.markdown(result)
+
+
+def test_zoo_eval_writes_a_table_and_its_command(shared_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESTORE_SHARED", str(shared_dir))
+    bench = _script("zoo_eval")
+    bench.run_table("classic5-q20", 1, tmp_path)
+    table = (tmp_path / "classic5-q20.md").read_text(encoding="utf-8")
+    assert table.startswith("`restore eval ") and "-d jpeg:20" in table and "| deblock-gray |" in table
+    result = json.loads((tmp_path / "classic5-q20.json").read_text(encoding="utf-8"))
+    assert result["images"] == 1 and result["mean"]["deblock-gray"]["psnr"] > result["mean"]["input"]["psnr"]
