@@ -37,3 +37,20 @@ def test_zoo_eval_writes_a_table_and_its_command(shared_dir, tmp_path, monkeypat
     assert table.startswith("`restore eval ") and "-d jpeg:20" in table and "| deblock-gray |" in table
     result = json.loads((tmp_path / "classic5-q20.json").read_text(encoding="utf-8"))
     assert result["images"] == 1 and result["mean"]["deblock-gray"]["psnr"] > result["mean"]["input"]["psnr"]
+
+
+def test_training_curves_plot_and_milestones(tmp_path):
+    bench = _script("training_curves")
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = ["step,time,lr,loss,val_psnr,val_ssim"] + [f"{s},1,0.001,0.01,{20 + s / 100},0.5" if s % 100 == 0
+                                                      else f"{s},1,0.001,0.01,," for s in range(25, 2025, 25)]
+    (run / "metrics.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    val, loss = bench.read_metrics(run)
+    assert len(val) == 20 and len(loss) == 80
+    points = bench.milestones(val, 5)
+    assert points[0] == (100, 21.0) and points[-1] == (2000, 40.0) and len(points) == 5
+    bench.TRAINING = tmp_path
+    bench.plot(["run"], tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    assert "| run | 2000 | 100: 21.00" in bench.markdown_rows(["run"])
