@@ -7,7 +7,6 @@ stays fast. A `RestoreError` is printed as one line (no traceback) with exit cod
 from __future__ import annotations
 
 import os
-import sys
 from functools import wraps
 from pathlib import Path
 from typing import List, Optional

@@ -27,7 +27,6 @@ import glob
 import io
 import os
 import struct
-import tempfile
 import threading
 import warnings
 import zlib
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
+from restore.atomic import atomic_write
 from restore.errors import RestoreError
 
 __all__ = [
@@ -629,8 +629,8 @@ def _encode(fmt: str, colour: np.ndarray, alpha, bit_depth: int, icc, quality: i
 
 
 def _atomic_write(path: Path, data: bytes | memoryview, overwrite: bool) -> None:
-    """Temp file beside the target, fsync, then rename: readers see the old file or the new
-    one, never a partial image; on any failure the temp file is removed."""
+    """User-facing checks (never replace a file without --overwrite, one-line reasons), then
+    `restore.atomic.atomic_write`: readers see the old file or the new one, never a partial image."""
     if path.is_dir():
         raise RestoreError(f"cannot write '{path}': it is a directory")
     if path.exists() and not overwrite:
@@ -643,38 +643,11 @@ def _atomic_write(path: Path, data: bytes | memoryview, overwrite: bool) -> None
     except OSError as e:
         raise RestoreError(f"cannot write '{path}': cannot create directory '{parent}' ({e.strerror or e})") from None
     try:
-        tmp = tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    except OSError as e:
+        atomic_write(path, data)
+    except PermissionError as e:  # creating the temp file or renaming it: the folder refuses
         raise RestoreError(f"cannot write '{path}': directory '{parent}' is not writable ({e.strerror or e})") from None
-    try:
-        with tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp.name, 0o666 & ~current_umask())  # NamedTemporaryFile creates 0600
-        os.replace(tmp.name, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp.name)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise RestoreError(f"cannot write '{path}': {e.strerror or _one_line(e)}") from None
-        raise
-
-
-def current_umask() -> int:
-    """The process umask (for files created 0600 by a temp-file API, then renamed into place)."""
-    try:  # Linux exposes it without the race of setting and restoring it
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    except OSError as e:
+        raise RestoreError(f"cannot write '{path}': {e.strerror or _one_line(e)}") from None
 
 
 def save_like(path: str | Path, pixels: np.ndarray, like: LoadedImage, overwrite: bool = False) -> Path:

@@ -7,7 +7,7 @@ and end exactly where an uninterrupted run with the same seed ends.
 Each killed run is a real process running the CLI (`restore.cli.app` with the same
 arguments a user types), forked from the test process so the ~5 s torch import is paid
 once; SIGKILL gives it no chance to clean up. The kill points are exact, not timed: the
-RESTORE_TEST_PAUSE hook (restore/train/faults.py) stops the run at a named point and
+RESTORE_TEST_PAUSE hook (restore/faults.py) stops the run at a named point and
 reports its arrival through a marker file, and only then is it killed.
 
 The random steps come from a fixed seed, printed with the kill plan (pytest -s shows it,
@@ -29,10 +29,10 @@ import torch
 from safetensors.torch import load_file
 
 from restore.search import make_config, search
-from restore.train import faults
+from restore import faults
 from restore.train.checkpoint import load_state, save_state
 from restore.train.config import TrainConfig
-from restore.train.files import atomic_write
+from restore.atomic import atomic_write
 from restore.train.trainer import train
 
 SEED = int(os.environ.get("RESTORE_CRASH_SEED", "8"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image, ImageCms, ImageFile, ImageOps
 
-import restore.io as rio
+import restore.atomic as atomic
 from restore.errors import RestoreError
 from restore.io import (
     LoadedImage,
@@ -423,7 +423,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch, error):
 
 def test_written_file_has_normal_permissions(tmp_path):
     path = write_image(tmp_path / "a.png", _levels(H, W, 1, 8))
-    assert path.stat().st_mode & 0o777 == 0o666 & ~rio.current_umask()
+    assert path.stat().st_mode & 0o777 == 0o666 & ~atomic.current_umask()
 
 
 def test_creates_missing_output_directories(tmp_path):
@@ -444,7 +444,7 @@ def test_directory_refusing_new_files(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(rio.tempfile, "NamedTemporaryFile", refuse)  # what a read-only dir does
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)  # what a read-only dir does
     with pytest.raises(RestoreError, match="not writable"):
         write_image(tmp_path / "a.png", _levels(H, W, 1, 8))
 

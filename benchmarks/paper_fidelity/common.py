@@ -23,7 +23,6 @@ import argparse
 import csv
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import replace

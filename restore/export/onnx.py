@@ -26,8 +26,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from restore.atomic import atomic_write
 from restore.errors import RestoreError
 from restore.export.onnx_ops import DCN_MODES, custom_translation_table
 
@@ -258,22 +257,11 @@ def export_onnx_model(module: nn.Module, *, in_channels: int, opset: int = MIN_O
 
 
 def save_onnx(model: "onnx.ModelProto", path: str | Path) -> Path:
-    """Write atomically: a temporary file in the same folder, then one rename."""
-    import onnx
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """Write atomically (`restore.atomic`): a reader never sees half a model."""
     try:
-        onnx.save_model(model, tmp)
-        os.replace(tmp, path)
+        return atomic_write(path, model.SerializeToString())
     except OSError as exc:
         raise RestoreError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def export_onnx(module: nn.Module, path: str | Path, *, in_channels: int, opset: int = MIN_OPSET,

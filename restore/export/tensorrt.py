@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from restore.atomic import atomic_write
 from restore.errors import RestoreError
 from restore.export.plugins.dcn_plugin import (
     ATTRIBUTES,
@@ -306,18 +305,6 @@ def prepare_graph_for_trt(onnx_model: "onnx.ModelProto", dcn_plugin: str = "buil
 # ----------------------------------------------------------------------------- engine
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _network_flags(trt) -> int:
     # Explicit batch is the only mode (and the flag deprecated) from TensorRT 10 on.
     if int(trt.__version__.split(".")[0]) >= 10:
@@ -390,9 +377,9 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, min_hw, opt_
     if serialized is None:
         raise RestoreError("TensorRT failed to build the engine (see the TensorRT log above)")
     if cache_path is not None:
-        _atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
+        atomic_write(cache_path, bytes(config.get_timing_cache().serialize()))
     engine_path = Path(engine_path)
-    _atomic_write_bytes(engine_path, bytes(serialized))
+    atomic_write(engine_path, bytes(serialized))
     return engine_path
 
 

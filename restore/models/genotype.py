@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union
 
+from restore.atomic import atomic_write
 from restore.errors import RestoreError
 from restore.models.ops import check_op
 
@@ -325,6 +326,4 @@ def scale_width(g: Genotype, factor: float) -> Genotype:
 
 def save_genotype(g: Genotype, path: str | Path) -> Path:
     """Write a genotype JSON atomically (temp + fsync + rename): a kill never leaves half a file."""
-    from restore.train.files import atomic_write  # lazy: restore.models does not import restore.train at load
-
     return atomic_write(path, to_json(validate(g)) + "\n")

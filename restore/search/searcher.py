@@ -54,7 +54,7 @@ from restore.models.modnas import ModNASSupernet, SearchSpaceConfig, derive_widt
 from restore.runtime.noise import append_noise_map
 from restore.runtime.tiling import TileConfig, restore_tensor
 from restore.search.config import SearchConfig, structural_changes
-from restore.train import faults
+from restore import faults
 from restore.train.checkpoint import load_state, rng_state, save_state, save_tensors, set_rng_state
 from restore.train.run import Dist, MetricLog, ProgressLog, RunDir, cosine_lr, init_distributed, set_lr
 from restore.train.trainer import default_val_spec, loss_fn

@@ -5,12 +5,12 @@ flat key, and the rest of the structure as JSON in the safetensors metadata, wit
 ``{"__tensor__": key}`` placeholders. No object deserialisation runs, so a checkpoint from an
 untrusted source cannot run code.
 
-Writes are atomic (`restore.train.files.atomic_write`: temp file in the same folder →
+Writes are atomic (`restore.atomic.atomic_write`: temp file in the same folder →
 fsync → rename → fsync of the folder), so a kill at any moment, including while the bytes
 are being written, leaves either the old or the new checkpoint, never half of one. A kill
 can leave the temp file (``.NAME.*.tmp``) behind; nothing reads it, and the next
 successful save removes it. Crash tests stop a save at a chosen point with the
-RESTORE_TEST_PAUSE hook (`restore.train.faults`).
+RESTORE_TEST_PAUSE hook (`restore.faults`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save as serialize
 
 from restore.errors import RestoreError
-from restore.train.files import atomic_write
+from restore.atomic import atomic_write
 
 _TENSOR = "__tensor__"
 _TUPLE = "__tuple__"

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from restore.config import save_config
 from restore.errors import RestoreError
-from restore.train.files import TEMP_SUFFIX, atomic_write
+from restore.atomic import TEMP_SUFFIX, atomic_write
 
 CHECKPOINT_NAME = "checkpoint.safetensors"  # the one resumable file of a run, overwritten
 METRICS_NAME = "metrics.csv"

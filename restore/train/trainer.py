@@ -29,7 +29,7 @@ from restore.models.build import build, resolve_genotype
 from restore.models.genotype import save_genotype
 from restore.runtime.noise import append_noise_map
 from restore.runtime.tiling import TileConfig, restore_tensor
-from restore.train import faults
+from restore import faults
 from restore.train.checkpoint import load_state, rng_state, save_state, save_tensors, set_rng_state
 from restore.train.config import TrainConfig
 from restore.train.ema import EMA

@@ -1,4 +1,6 @@
-"""Atomic file writes for run directories (checkpoints, weights, genotypes, rewritten logs).
+"""Atomic, durable file replacement: the one writer behind every file the package produces
+(restored images, checkpoints, weights, genotypes, rewritten logs, ONNX models, TensorRT
+engines).
 
 `atomic_write` writes a temp file in the target's folder, fsyncs it, renames it over the
 target and fsyncs the folder: a reader, or a run resumed after a kill at any instant,
@@ -13,8 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from restore.io import current_umask
-from restore.train import faults
+from restore import faults
 
 TEMP_SUFFIX = ".tmp"  # temp files are ".<name>.<random><TEMP_SUFFIX>" beside the target
 
@@ -54,6 +55,20 @@ def _mode_for(path: Path) -> int:
         return path.stat().st_mode & 0o777
     except OSError:
         return 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    """The process umask (for files created 0600 by a temp-file API, then renamed into place)."""
+    try:  # Linux exposes it without the race of setting and restoring it
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -11,7 +11,7 @@ Unset (the normal case), `pause` is one environment lookup and returns.
 ``arch/<n>``
     search: inside the architecture update of step n (gradient computed, not yet applied)
 ``write-mid/<file name>``
-    `restore.train.files.atomic_write`: half of the new bytes of that file are in the temp
+    `restore.atomic.atomic_write`: half of the new bytes of that file are in the temp
     file, the rest are not written yet
 ``write-end/<file name>``
     the temp file is complete and fsynced, the rename over the old file has not happened
