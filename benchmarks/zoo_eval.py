@@ -21,6 +21,7 @@ from restore.evaluate import EvalOptions, evaluate_models, render_markdown
 from restore.zoo.registry import list_models
 
 SHARED = Path(os.environ.get("RESTORE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+REPO = Path(__file__).resolve().parents[1]
 PEER = f"dncnn:{SHARED / 'peers/dncnn_sigma25.safetensors'}"
 
 GRAY_DENOISERS = ["denoise-gray", "denoise-gray-modnas-b"]
@@ -36,24 +37,29 @@ TABLES = {
     "cbsd68-camera": ("data/test/CBSD68", "camera", 3, ["denoise-real", "denoise-color"], {"sigma_mode": "estimate"}),
     **{f"live1-q{q}": ("data/test/LIVE1", f"jpeg:{q}", 1, ["deblock-gray"], {}) for q in (10, 20, 30, 40)},
     **{f"classic5-q{q}": ("data/test/classic5", f"jpeg:{q}", 1, ["deblock-gray"], {}) for q in (10, 20, 30, 40)},
-    "live1-color-q20": ("data/test/LIVE1", "jpeg:20", 3, ["deblock-gray"], {}),
+    **{f"live1-color-q{q}": ("data/test/LIVE1", f"jpeg:{q}", 3, ["deblock-color", "deblock-gray"], {}) for q in (10, 20)},
     "rain100h": ("data/rain/Rain100H/rain", None, 3, ["derain", "derain-hinas"], {"clean_dir": "data/rain/Rain100H/norain"}),
     "rain100l": ("data/rain/Rain100L_subset10/rain", None, 3, ["derain", "derain-hinas"],
                  {"clean_dir": "data/rain/Rain100L_subset10/norain"}),
 }
 
 
+def _shown(path: Path) -> str:
+    """A data path as a user in the repository root would type it (../shared/...)."""
+    return os.path.relpath(path, REPO)
+
+
 def command_line(name: str, limit: int | None) -> str:
     folder, deg, ch, systems, extra = TABLES[name]
-    parts = ["restore", "eval", str(SHARED / folder), "--channels", str(ch)]
+    parts = ["restore", "eval", _shown(SHARED / folder), "--channels", str(ch)]
     if deg:
         parts += ["-d", deg]
     if "clean_dir" in extra:
-        parts += ["--clean-dir", str(SHARED / extra["clean_dir"])]
+        parts += ["--clean-dir", _shown(SHARED / extra["clean_dir"])]
     if "sigma_mode" in extra:
         parts += ["--sigma", extra["sigma_mode"]]
     for s in systems:
-        parts += ["-m", s]
+        parts += ["-m", f"dncnn:{_shown(Path(s[6:]))}" if s.startswith("dncnn:") else s]
     if limit:
         parts += ["--limit", str(limit)]
     return shlex.join(parts)
