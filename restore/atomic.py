@@ -60,11 +60,11 @@ def _mode_for(path: Path) -> int:
 def current_umask() -> int:
     """The process umask (for files created 0600 by a temp-file API, then renamed into place)."""
     try:  # Linux exposes it without the race of setting and restoring it
-        with open("/proc/self/status") as f:
+        with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
                 if line.startswith("Umask:"):
                     return int(line.split()[1], 8)
-    except (OSError, ValueError):
+    except (OSError, ValueError, IndexError):
         pass
     mask = os.umask(0o022)
     os.umask(mask)

@@ -42,12 +42,6 @@ class System:
     flops_per_mp: float | None = None  # FLOPs per megapixel of one image channel set
 
 
-def _flops_per_mp(module, in_channels: int) -> float:
-    from restore.runtime.profile import flops_per_megapixel
-
-    return flops_per_megapixel(module, in_channels)
-
-
 def _known_sigma(options: EvalOptions) -> float | None:
     if options.clean_dir is not None:
         return None
@@ -57,7 +51,7 @@ def _known_sigma(options: EvalOptions) -> float | None:
 
 def _zoo_system(spec: str | None, options: EvalOptions) -> System:
     from restore.restorer import load
-    from restore.runtime.profile import count_parameters
+    from restore.runtime.profile import count_parameters, flops_per_megapixel
 
     restorer = load(spec, task=options.task, channels=options.channels, tile=options.tile or TileConfig(tile=None))
     sigma = _known_sigma(options) if options.sigma_mode == "known" and restorer.entry.noise_map else None
@@ -65,7 +59,7 @@ def _zoo_system(spec: str | None, options: EvalOptions) -> System:
         raise RestoreError("--sigma must be 'known' or 'estimate'")
     label = restorer.name + (" (σ estimated)" if restorer.entry.noise_map and sigma is None else "")
     in_channels = restorer.entry.channels + (1 if restorer.entry.noise_map else 0)
-    flops = _flops_per_mp(restorer.module, in_channels)
+    flops = flops_per_megapixel(restorer.module, in_channels)
     # a gray model serves colour images channel by channel: three passes per pixel
     if restorer.entry.channels == 1 and options.channels == 3:
         flops *= 3
@@ -75,7 +69,7 @@ def _zoo_system(spec: str | None, options: EvalOptions) -> System:
 def _dncnn_system(path: str, options: EvalOptions) -> System:
     from restore.models.dncnn import DnCNN
     from restore.runtime.backends import TorchBackend
-    from restore.runtime.profile import count_parameters
+    from restore.runtime.profile import count_parameters, flops_per_megapixel
     from restore.zoo.registry import load_weights
 
     if not Path(path).is_file():
@@ -88,7 +82,7 @@ def _dncnn_system(path: str, options: EvalOptions) -> System:
         y = restore_tensor(backend, t, config=TileConfig(tile=None), out_channels=1)
         return y.clamp(0, 1)[:, 0].numpy().transpose(1, 2, 0)
 
-    return System("DnCNN (peer)", run, count_parameters(net), _flops_per_mp(net, 1) * options.channels)
+    return System("DnCNN (peer)", run, count_parameters(net), flops_per_megapixel(net, 1) * options.channels)
 
 
 def _bm3d_system(options: EvalOptions) -> System:
