@@ -237,7 +237,11 @@ def test_zoo_catalog_end_to_end(tmp_path, monkeypatch):
     save_genotype(genotype, run / "genotype.json")
     monkeypatch.setattr(registry, "_zoo_dir", lambda: zoo)
     monkeypatch.setattr(publish, "_zoo_dir", lambda: zoo)
-    publish.publish(run, ModelEntry("zoo-test", "denoise", 1, noise_map=True, default=True))
+    first = publish.publish(run, ModelEntry("zoo-test", "denoise", 1, noise_map=True, default=True))
+    updated = publish.update_card("zoo-test", metrics={"BSD68 σ=25 PSNR": "12.34"})
+    assert updated.sha256 == first.sha256 and updated.default
+    assert registry.get_entry("zoo-test").metrics == {"BSD68 σ=25 PSNR": "12.34"}
+    assert "| BSD68 σ=25 PSNR | 12.34 |" in (zoo / "zoo-test" / "card.md").read_text(encoding="utf-8")
 
     small = write_image(tmp_path / "small.png", _clean()[:64, :96])
     r = AppService(output_dir=tmp_path / "out").run(small, task="denoise", degradation="awgn:25")

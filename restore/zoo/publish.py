@@ -2,7 +2,10 @@
 record the sha256 in the manifest. Used by the zoo benchmarks after training:
 
     python -m restore.zoo.publish training/denoise-gray denoise-gray --task denoise \
-        --channels 1 --noise-map --range 0 75 --default --description "..."
+        --channels 1 --noise-map --range 0-75 --default --description "..."
+
+Test-set numbers measured later go into a shipped entry without touching its weights:
+`update_card("denoise-gray", metrics={...})`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import List, Optional
 import typer
 
 from restore.errors import RestoreError
-from restore.zoo.registry import ModelEntry, _manifest_path, _zoo_dir, list_entries, sha256_of
+from restore.zoo.registry import ModelEntry, _manifest_path, _zoo_dir, get_entry, list_entries, sha256_of
 
 
 def publish(run_dir: Path, entry: ModelEntry, *, weights_name: str = "best.safetensors") -> ModelEntry:
@@ -29,14 +32,29 @@ def publish(run_dir: Path, entry: ModelEntry, *, weights_name: str = "best.safet
     shutil.copyfile(src, folder / "model.safetensors")
     shutil.copyfile(run_dir / "genotype.json", folder / "genotype.json")
     entry = ModelEntry(**{**asdict(entry), "folder": entry.name, "sha256": sha256_of(folder / "model.safetensors")})
-    (folder / "card.md").write_text(model_card(entry), encoding="utf-8")
+    _write_entry(entry)
+    return entry
+
+
+def update_card(name: str, *, metrics: dict, description: str | None = None) -> ModelEntry:
+    """Replace the metrics (and optionally the description) of a shipped entry; its weights,
+    genotype and sha256 stay as they are."""
+    entry = get_entry(name)
+    changes = {"metrics": dict(metrics)} | ({"description": description} if description is not None else {})
+    entry = ModelEntry(**{**asdict(entry), **changes})
+    _write_entry(entry)
+    return entry
+
+
+def _write_entry(entry: ModelEntry) -> None:
+    """Write the entry's card and put it in the manifest (one default per task and channels)."""
+    (_zoo_dir() / entry.folder / "card.md").write_text(model_card(entry), encoding="utf-8")
     entries = [e for e in list_entries() if e.name != entry.name]
     if entry.default:  # one default per task and channel count
         entries = [ModelEntry(**{**asdict(e), "default": False}) if (e.task, e.channels) == (entry.task, entry.channels) else e for e in entries]
     entries.append(entry)
     entries.sort(key=lambda e: (e.task, e.channels, e.name))
     _manifest_path().write_text(json.dumps({"version": 1, "models": [asdict(e) for e in entries]}, indent=2) + "\n", encoding="utf-8")
-    return entry
 
 
 def model_card(e: ModelEntry) -> str:
