@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))  # runs from a checkout without installing
 from restore.errors import RestoreError  # noqa: E402
 from restore.export.onnx import has_dcn, module_in_channels, resolve_model_source  # noqa: E402
 from restore.metrics import psnr  # noqa: E402
+from restore.runtime.allocator import keep_freed_memory  # noqa: E402
 from restore.models.build import build  # noqa: E402
 from restore.models.genotype import HiNASGenotype, Node, load_genotype  # noqa: E402
 from restore.runtime.backends import TorchBackend  # noqa: E402
@@ -213,7 +214,7 @@ def markdown(result: dict) -> str:
         "",
         f"Images: {result['images']}. Whole image {s['size']}×{s['size']}; tiled with {s['tile']}-pixel tiles. "
         f"Latency: median of {s['repeats']} runs after {s['warmup']} warm-up; {s['threads']} CPU thread(s); "
-        f"{result['machine']}.",
+        f"malloc: {s.get('malloc', 'glibc default')}; {result['machine']}.",
         "",
         "| network | weights | params | GFLOPs/MP | DCN |",
         "|---|---|---:|---:|---|",
@@ -253,6 +254,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    malloc = "kept freed memory" if keep_freed_memory() else "glibc default"  # as the CLI does
     if args.threads:
         torch.set_num_threads(args.threads)
     args.threads = torch.get_num_threads()
@@ -269,7 +271,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result = dict(settings=dict(size=args.size, tile=args.tile, repeats=args.repeats, warmup=args.warmup,
-                                threads=args.threads, device=args.device, smoke=args.smoke),
+                                threads=args.threads, device=args.device, smoke=args.smoke, malloc=malloc),
                   machine=f"{platform.machine()} {platform.processor() or platform.system()}, torch {torch.__version__}",
                   images=where, networks=infos, rows=rows, notes=notes)
     text = markdown(result)

@@ -5,7 +5,9 @@ Issue 7 asks denoise-gray to run ≥ 3× (goal 5×) faster than the DnCNN peer w
 2 CPU threads. Every network runs the same whole gray image through the same backend
 (TorchBackend: inference mode, channels_last on CPU); the networks are timed in interleaved
 rounds so that a slow moment of the machine hits all of them alike, and the median of the
-rounds is reported. Ratios are only meaningful within one run.
+rounds is reported. Ratios are only meaningful within one run. Like the `restore` CLI, the
+benchmark keeps freed memory in the process (restore.runtime.allocator) for every network;
+RESTORE_MALLOC=default measures glibc's default behaviour instead.
 
     python benchmarks/throughput.py                      # Markdown to stdout
     python benchmarks/throughput.py --out docs/results   # + throughput.md / .json there
@@ -29,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runs from a checkout without installing
 
 from restore.models.dncnn import DnCNN  # noqa: E402
+from restore.runtime.allocator import keep_freed_memory  # noqa: E402
 from restore.runtime.backends import TorchBackend  # noqa: E402
 from restore.runtime.noise import append_noise_map  # noqa: E402
 from restore.runtime.profile import count_parameters, flops_per_megapixel  # noqa: E402
@@ -55,6 +58,7 @@ def candidates(names: list[str]) -> dict[str, tuple[TorchBackend, int, bool]]:
 
 
 def run(names: list[str], size: int, rounds: int, threads: int) -> dict:
+    malloc = "kept freed memory (restore.runtime.allocator)" if keep_freed_memory() else "glibc default"
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     nets = candidates(names)
@@ -80,14 +84,15 @@ def run(names: list[str], size: int, rounds: int, threads: int) -> dict:
             "gflops_per_mp": flops_per_megapixel(module, channels + int(noise_map)) / 1e9,
             "median_ms": median * 1e3, "mp_per_s": size * size / 1e6 / median, "speedup_vs_dncnn": reference / median,
         })
-    return {"size": size, "rounds": rounds, "threads": threads, "torch": torch.__version__,
+    return {"size": size, "rounds": rounds, "threads": threads, "torch": torch.__version__, "malloc": malloc,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "rows": rows,
             "command": " ".join(["python", "benchmarks/throughput.py", *sys.argv[1:]])}
 
 
 def markdown(result: dict) -> str:
     lines = [f"Gray {result['size']}×{result['size']} whole image, PyTorch CPU, {result['threads']} threads, "
-             f"median of {result['rounds']} interleaved rounds (torch {result['torch']}, {result['machine']})", "",
+             f"median of {result['rounds']} interleaved rounds (torch {result['torch']}, {result['machine']}, "
+             f"malloc: {result['malloc']})", "",
              "| model | params | GFLOPs/MP | median (ms) | MP/s | × DnCNN |", "|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['model']} | {r['params']:,} | {r['gflops_per_mp']:.0f} | {r['median_ms']:.1f} | "

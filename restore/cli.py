@@ -499,6 +499,9 @@ def bench(
 
 
 def main() -> None:
+    from restore.runtime.allocator import keep_freed_memory
+
+    keep_freed_memory()  # reuse freed activation memory: up to 2× faster CPU inference
     app()
 
 
