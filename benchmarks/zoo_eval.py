@@ -24,7 +24,7 @@ SHARED = Path(os.environ.get("RESTORE_SHARED") or Path(__file__).resolve().paren
 REPO = Path(__file__).resolve().parents[1]
 PEER = f"dncnn:{SHARED / 'peers/dncnn_sigma25.safetensors'}"
 
-GRAY_DENOISERS = ["denoise-gray", "denoise-gray-modnas-b"]
+GRAY_DENOISERS = ["denoise-gray", "denoise-gray-t2", "denoise-gray-modnas-b"]
 
 # name: (folder, degradation, channels, systems, extra options)
 TABLES = {

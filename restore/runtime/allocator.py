@@ -3,9 +3,10 @@
 glibc's malloc serves blocks above its mmap threshold with fresh `mmap`s and trims the heap
 top when more than 128 KiB is free. A network's activations (6–50 MB per tensor at 256²) are
 allocated and freed at every layer, so each forward pass re-faults every page it touches:
-~20 000 minor page faults per 256² forward of `denoise-gray`, half its CPU time. Raising both
-thresholds lets malloc reuse the freed blocks (0–2 000 faults, measured in
-docs/RESULTS.md §3.3). The price is that up to `TRIM_THRESHOLD` of freed memory stays mapped.
+~20 000 minor page faults per 256² forward of a 24-channel two-stage net. Raising both
+thresholds lets malloc reuse the freed blocks (0–2 000 faults): DnCNN ran 17 % faster on an
+idle machine (our nets within noise) and a T = 2 net 2× faster on a loaded one
+(docs/RESULTS.md §3.3). The price is that up to `TRIM_THRESHOLD` of freed memory stays mapped.
 
 The setting is process-wide, so the library never applies it behind a caller's back: the CLI
 (and with it the Gradio demo) and the benchmarks call `keep_freed_memory()`; API users may.
