@@ -43,7 +43,7 @@ from restore.models.genotype import HiNASGenotype, Node, load_genotype  # noqa: 
 from restore.runtime.backends import TorchBackend  # noqa: E402
 from restore.runtime.profile import flops_per_megapixel, measure_latency  # noqa: E402
 from restore.runtime.tiling import TileConfig, restore_tensor  # noqa: E402
-from restore.zoo.registry import ModelEntry, load_weights  # noqa: E402
+from restore.zoo.registry import ModelEntry  # noqa: E402
 
 SIGMA = 25.0
 SMOKE_HINAS = HiNASGenotype(cell=(Node((0, 1), ("def_conv_3x3", "conv_3x3")),), widths=(0,), base_width=4,
@@ -106,9 +106,9 @@ def dncnn_peer() -> Net | None:
     weights = shared / "peers" / "dncnn_sigma25.safetensors" if shared else None
     if weights is None or not weights.is_file():
         return None
-    from restore.models.dncnn import DnCNN  # the peer layout of shared/peers/README.md
+    from restore.models.dncnn import load_peer  # the peer layout of shared/peers/README.md
 
-    module = load_weights(DnCNN(channels=1), weights).eval()
+    module = load_peer(weights)
     return Net("DnCNN-S σ=25 (peer)", module, ModelEntry(name="dncnn-s25", task="denoise", channels=1), True)
 
 

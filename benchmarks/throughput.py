@@ -30,12 +30,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runs from a checkout without installing
 
-from restore.models.dncnn import DnCNN  # noqa: E402
+from restore.models.dncnn import DnCNN, load_peer  # noqa: E402
 from restore.runtime.allocator import keep_freed_memory  # noqa: E402
 from restore.runtime.backends import TorchBackend  # noqa: E402
 from restore.runtime.noise import append_noise_map  # noqa: E402
 from restore.runtime.profile import count_parameters, flops_per_megapixel  # noqa: E402
-from restore.zoo.registry import get_entry, list_entries, load_network, load_weights  # noqa: E402
+from restore.zoo.registry import get_entry, list_entries, load_network  # noqa: E402
 
 PEER = Path(os.environ.get("RESTORE_SHARED") or REPO.parent / "shared") / "peers" / "dncnn_sigma25.safetensors"
 
@@ -47,9 +47,7 @@ def gray_denoisers() -> list[str]:
 def candidates(names: list[str]) -> dict[str, tuple[TorchBackend, int, bool]]:
     """name → (backend, in_channels, noise map?); DnCNN first (the reference)."""
     nets: dict[str, tuple[TorchBackend, int, bool]] = {}
-    dncnn = DnCNN(channels=1)
-    if PEER.is_file():
-        dncnn = load_weights(dncnn, PEER)
+    dncnn = load_peer(PEER) if PEER.is_file() else DnCNN(channels=1)  # speed does not depend on the weights
     nets["DnCNN (peer)"] = (TorchBackend(dncnn, device="cpu"), 1, False)
     for name in names:
         entry = get_entry(name)

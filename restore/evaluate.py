@@ -67,14 +67,11 @@ def _zoo_system(spec: str | None, options: EvalOptions) -> System:
 
 
 def _dncnn_system(path: str, options: EvalOptions) -> System:
-    from restore.models.dncnn import DnCNN
+    from restore.models.dncnn import load_peer
     from restore.runtime.backends import TorchBackend
     from restore.runtime.profile import count_parameters, flops_per_megapixel
-    from restore.zoo.registry import load_weights
 
-    if not Path(path).is_file():
-        raise RestoreError(f"DnCNN weights not found: {path}")
-    net = load_weights(DnCNN(channels=1), Path(path))
+    net = load_peer(Path(path))
     backend = TorchBackend(net, device="cpu")
 
     def run(x: np.ndarray) -> np.ndarray:

@@ -3,7 +3,11 @@ compared with. The layout matches the converted public weights in shared/peers/.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
+
+from restore.errors import RestoreError
 
 
 class DnCNN(nn.Module):
@@ -19,3 +23,13 @@ class DnCNN(nn.Module):
 
     def forward(self, x):
         return x - self.dncnn(x)  # the network predicts the noise
+
+
+def load_peer(path: Path) -> DnCNN:
+    """The gray DnCNN-S peer with its weights, in inference mode (one loader for eval and benchmarks)."""
+    from restore.zoo.registry import load_weights  # the zoo's safetensors reader, strict
+
+    path = Path(path)
+    if not path.is_file():
+        raise RestoreError(f"DnCNN weights not found: {path}")
+    return load_weights(DnCNN(channels=1), path).eval()
