@@ -131,6 +131,7 @@ def test_degradation_spec():
     assert degradation_spec("Gaussian noise (σ)", sigma=25) == "awgn:25"
     assert degradation_spec("JPEG compression (quality)", quality=10.0) == "jpeg:10"
     assert degradation_spec("Rain streaks (heavy)") == "rain:heavy"
+    assert degradation_spec("Rain streaks (torrent, Rain100H-like)") == "rain:torrent"
     with pytest.raises(RestoreError):
         degradation_spec("fog")
 

@@ -118,13 +118,55 @@ def test_camera_noise_shapes_odd_sizes_gray_and_alignment():
 def test_rain_only_adds_brightness_and_heavy_adds_more():
     clean = _natural_like(96, 128)
     added = {}
-    for preset in ("light", "heavy", "mix"):
+    for preset in ("light", "heavy", "torrent", "mix", "any"):
         outs = [RainStreaks(preset)(clean, np.random.default_rng(s)) for s in range(3)]
         for out in outs:
             assert out.shape == clean.shape and out.dtype == np.float32
             assert np.all(out >= clean - 1e-6) and out.max() <= 1
         added[preset] = np.mean([o - clean for o in outs])
     assert 0 < added["light"] < added["heavy"] / 3
+    assert 0 < added["light"] < added["torrent"] / 3
+
+
+def test_mixtures_draw_every_style_they_name():
+    """`mix` keeps its two styles (runs trained on it stay reproducible); `any` adds torrent."""
+    from restore.data.rain import _MIXES
+
+    clean = _natural_like(48, 48)
+
+    def styles_drawn(mixture: str) -> set[str]:
+        styles, drawn = _MIXES[mixture], set()
+        for seed in range(30):
+            rng = np.random.default_rng(seed)
+            style = styles[int(rng.integers(len(styles)))]
+            # the mixture spends that one draw on the style, then rains exactly like it
+            out = RainStreaks(mixture)(clean, np.random.default_rng(seed))
+            assert np.array_equal(out, RainStreaks(style)(clean, rng))
+            drawn.add(style)
+        return drawn
+
+    assert styles_drawn("mix") == {"light", "heavy"}
+    assert styles_drawn("any") == {"light", "heavy", "torrent"}
+
+
+def test_torrent_rain_matches_rain100h_residual_statistics(shared_dir):
+    """The torrent style was calibrated against Rain100H's rain − clean residual (mean 0.21,
+    fraction of pixels brighter by more than 0.1: 0.69, input PSNR 12.1 dB over its 100
+    pairs); over BSD200 backgrounds it must stay close to those numbers."""
+    from PIL import Image
+
+    files = sorted((shared_dir / "data/train/BSD200").glob("*.png"))[:12]
+    means, covers, psnrs = [], [], []
+    for i, f in enumerate(files):
+        clean = np.asarray(Image.open(f), dtype=np.float32) / 255
+        rainy = RainStreaks("torrent")(clean, np.random.default_rng(i))
+        residual = (rainy - clean).mean(axis=2)
+        means.append(residual.mean())
+        covers.append((residual > 0.1).mean())
+        psnrs.append(_psnr(rainy, clean))
+    assert 0.16 < np.mean(means) < 0.26
+    assert 0.55 < np.mean(covers) < 0.80
+    assert 10.5 < np.mean(psnrs) < 14.0
 
 
 def _smooth_235(n: int) -> bool:
@@ -191,6 +233,8 @@ def test_rain_costs_three_ffts_per_layer_whatever_the_streaks(monkeypatch):
         ("rain", "rain-mix", RainStreaks),
         ("rain:heavy", "rain-heavy", RainStreaks),
         ("rain:light", "rain-light", RainStreaks),
+        ("rain:torrent", "rain-torrent", RainStreaks),
+        ("rain:any", "rain-any", RainStreaks),
         ("camera", "camera", CameraNoise),
         ("camera:jpeg", "camera-jpeg", CameraNoise),
     ],

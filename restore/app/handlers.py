@@ -33,6 +33,7 @@ DEGRADATIONS = {
     "JPEG compression (quality)": "jpeg",
     "Rain streaks (light)": "rain:light",
     "Rain streaks (heavy)": "rain:heavy",
+    "Rain streaks (torrent, Rain100H-like)": "rain:torrent",
     "Camera noise": "camera",
 }
 MIN_SIDE = 16  # below this, SSIM and reflect padding make no sense

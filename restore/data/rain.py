@@ -1,5 +1,9 @@
 """Synthetic rain streaks over a clean image, in the style of Rain100L/Rain100H.
 
+Styles: `light` (sparse thin streaks, Rain100L-like), `heavy` (short, blurry streaks in 2–4
+layers with a haze veil), `torrent` (long, sharp, thin streaks crossing in 3–5 directions:
+Rain100H's look) and the mixtures `mix` (light or heavy) and `any` (light, heavy or torrent).
+
 A streak layer is a sparse field of random impulses convolved with an anti-aliased line
 kernel (length, width, angle), softened by a slight Gaussian blur and scaled by a
 brightness. Layers are composited additively (rain only adds light, clipped to 1), which
@@ -19,7 +23,9 @@ from restore.errors import RestoreError
 
 __all__ = ["RAIN_PRESETS", "RainStreaks", "line_kernel", "streak_layer"]
 
-RAIN_PRESETS = ("mix", "light", "heavy")
+# A mixture draws one style per call. `mix` is kept as it was for the runs trained on it.
+_MIXES = {"mix": ("light", "heavy"), "any": ("light", "heavy", "torrent")}
+RAIN_PRESETS = ("mix", "any", "light", "heavy", "torrent")
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,15 @@ _STYLES = {
     "heavy": _Style(
         layers=(2, 4), max_angle=20, angle_spread=6, density=(0.001, 0.003), length=(30, 70),
         width=(1.0, 2.5), scales=(1.0, 1.0, 1.6), brightness=(0.3, 0.5), blur=(0.5, 1.0), haze=(0.04, 0.15),
+    ),
+    # Rain100H's streaks are long (100–300 px), 1–2 px wide, sharp and cross at several
+    # angles; `heavy` made them short and blurry, and a network trained on it gained only
+    # 5.6 dB there. Density and brightness were set so that the rain layer's statistics over
+    # BSD200 backgrounds match Rain100H's rain − clean residual (mean 0.20 vs 0.21, fraction
+    # of pixels above 0.1: 0.67 vs 0.69, input PSNR 12.2 vs 12.1 dB; tests/test_degradations.py).
+    "torrent": _Style(
+        layers=(3, 5), max_angle=25, angle_spread=8, density=(0.0004, 0.0012), length=(100, 300),
+        width=(1.0, 2.0), scales=(1.0,), brightness=(0.25, 0.45), blur=(0.3, 0.6), haze=(0.0, 0.06),
     ),
 }
 
@@ -118,8 +133,9 @@ def streak_layer(
 @dataclass(frozen=True)
 class RainStreaks:
     """Rain over a clean image: preset `light` (sparse thin streaks, like Rain100L),
-    `heavy` (dense long streaks in 2–4 layers at different angles and scales plus a
-    haze veil, like Rain100H), or `mix` (each call picks light or heavy at random)."""
+    `heavy` (dense blurry streaks in 2–4 layers at different angles and scales plus a haze
+    veil), `torrent` (long sharp streaks crossing in 3–5 directions, like Rain100H), or a
+    mixture: `mix` (light or heavy) and `any` (light, heavy or torrent), drawn per call."""
 
     preset: str = "mix"
     name: ClassVar[str] = "rain"
@@ -134,7 +150,8 @@ class RainStreaks:
     def __call__(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if clean.ndim != 3:
             raise RestoreError(f"rain needs an H×W×C image, got shape {tuple(clean.shape)}")
-        preset = self.preset if self.preset != "mix" else ("light", "heavy")[int(rng.integers(2))]
+        mixture = _MIXES.get(self.preset)
+        preset = mixture[int(rng.integers(len(mixture)))] if mixture else self.preset
         s = _STYLES[preset]
         h, w = clean.shape[:2]
         base = rng.uniform(-s.max_angle, s.max_angle)
