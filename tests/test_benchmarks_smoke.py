@@ -54,3 +54,18 @@ def test_training_curves_plot_and_milestones(tmp_path):
     bench.plot(["run"], tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     assert "| run | 2000 | 100: 21.00" in bench.markdown_rows(["run"])
+
+
+def test_rain_statistics_table_and_figure(shared_dir, tmp_path, monkeypatch):
+    bench = _script("rain_statistics")
+    monkeypatch.setattr(bench, "SHARED", shared_dir)
+    rows = bench.table(backgrounds=2, limit=2)
+    assert list(rows) == ["Rain100H (rainy − clean)", *(f"`rain:{s}` over BSD200" for s in bench.STYLES)]
+    assert all(len(v) == len(bench.COLUMNS) for v in rows.values())
+    assert 8 < rows["Rain100H (rainy − clean)"][-1] < 16  # input PSNR of heavy rain
+    assert rows["`rain:light` over BSD200"][0] < rows["`rain:torrent` over BSD200"][0] / 3
+    assert "| `rain:torrent` over BSD200 | " in bench.markdown(rows)
+    bench.figure(tmp_path / "rain.png", size=40)
+    from PIL import Image
+
+    assert Image.open(tmp_path / "rain.png").size == (5 * 80, 80)
