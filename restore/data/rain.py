@@ -55,8 +55,8 @@ _STYLES = {
     ),
     # Rain100H's streaks are long (100–300 px), 1–2 px wide, sharp, and often cross at
     # several angles. `heavy` has about the same amount of rain but short, blurry streaks,
-    # and networks trained on it gained only 5.5 dB there. Density and brightness here keep
-    # the rain layer's statistics over BSD200 close to Rain100H's rain − clean residual
+    # and the networks trained on `mix` gained only 5.5–5.6 dB there. Density and
+    # brightness keep the rain layer's statistics over BSD200 close to Rain100H's residual
     # (mean 0.19 vs 0.21, pixels above 0.1: 0.65 vs 0.69, input PSNR 12.7 vs 12.1 dB:
     # benchmarks/rain_statistics.py; bounds in tests/test_degradations.py).
     "torrent": _Style(
