@@ -66,7 +66,7 @@ def markdown(rows: dict[str, np.ndarray]) -> str:
 def figure(out: Path, size: int = 150) -> None:
     """Residual crops, magnified 2×: two Rain100H pairs, then each synthetic style."""
     crops = []
-    for rainy, clean in list(rain100h_pairs(2)):
+    for rainy, clean in rain100h_pairs(2):
         crops.append((rainy - clean).mean(axis=2)[:size, :size])
     for style in STYLES:
         rainy, clean = next(synthetic_pairs(style, 1))

@@ -65,14 +65,15 @@ def test_default_deblocker_gains_on_classic5_q20(shared_dir):
     assert after - before > 0.4, f"input {before:.2f} dB → output {after:.2f} dB"
 
 
+def _real_pairs(root: Path, n: int, rainy_name=lambda clean_name: clean_name):
+    """(rainy, clean) pixels of the first n clean images of a paired rain set."""
+    return [(read_image(root / "rain" / rainy_name(c.name)).pixels, read_image(c).pixels)
+            for c in _first(root / "norain", n)]
+
+
 @pytest.fixture(scope="module")
 def rain100l_pairs(shared_dir):
-    root = shared_dir / "data/rain/Rain100L_subset10"
-    pairs = []
-    for clean_path in _first(root / "norain", 3):
-        rainy_path = root / "rain" / clean_path.name.replace("norain", "rain")
-        pairs.append((read_image(rainy_path).pixels, read_image(clean_path).pixels))
-    return pairs
+    return _real_pairs(shared_dir / "data/rain/Rain100L_subset10", 3, lambda name: name.replace("norain", "rain"))
 
 
 def test_default_derainer_gains_on_rain100l(rain100l_pairs):
@@ -109,7 +110,6 @@ def test_default_derainer_gains_on_rain100h(shared_dir):
     """Heavy rain (Rain100H; these three pairs: input ≈ 15 dB): the shipped derainer, trained
     on the Rain100H-like `torrent` streaks among others, gains 9.0 dB over the 100 pairs and
     8.6 dB on these three (docs/RESULTS.md §3)."""
-    root = shared_dir / "data/rain/Rain100H"
-    pairs = [(read_image(p).pixels, read_image(root / "norain" / p.name).pixels) for p in _first(root / "rain", 3)]
+    pairs = _real_pairs(shared_dir / "data/rain/Rain100H", 3)
     before, after = _mean_gain(restore.load(task="derain", channels=3), pairs)
     assert after - before > RAIN100H_GAIN, f"input {before:.2f} dB → output {after:.2f} dB"
