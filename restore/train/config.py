@@ -37,6 +37,7 @@ class TrainConfig:
     threads: int = 0  # 0: torch default
     channels_last: bool = True  # 1.3–2× faster CPU convs here
     init_from: str | None = None  # warm start: a .safetensors of model weights
+    grow: bool = False  # init_from is a shallower net; the added residual blocks start as identities
 
     def __post_init__(self):
         if self.channels not in (1, 3):
@@ -50,5 +51,7 @@ class TrainConfig:
             raise RestoreError("noise_map applies to AWGN degradations only")
         if not 0 < self.width <= 8:
             raise RestoreError(f"width must be in (0, 8], got {self.width}")
+        if self.grow and not self.init_from:
+            raise RestoreError("grow needs init_from: the weights of the network being deepened")
         if not 0 <= self.ema < 1:
             raise RestoreError(f"ema must be in [0, 1), got {self.ema}")

@@ -27,6 +27,7 @@ from restore.errors import RestoreError
 from restore.metrics import mse_log_ssim_loss, psnr, ssim
 from restore.models.build import build, resolve_genotype
 from restore.models.genotype import save_genotype
+from restore.models.grow import load_grown
 from restore.runtime.noise import append_noise_map
 from restore.runtime.tiling import TileConfig, restore_tensor
 from restore import faults
@@ -117,7 +118,13 @@ class Trainer:
     def _warm_start(self, path: Path) -> None:
         from safetensors.torch import load_file
 
-        missing, unexpected = self.model.load_state_dict(load_file(str(path)), strict=False)
+        if not path.is_file():
+            raise RestoreError(f"init_from: {path} not found")
+        state = load_file(str(path))
+        if self.cfg.grow:
+            load_grown(self.model, state)
+            return
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
         if unexpected or missing:
             raise RestoreError(f"{path} does not match the model (missing {len(missing)}, unexpected {len(unexpected)} tensors)")
 
