@@ -18,6 +18,7 @@ from pathlib import Path
 
 from restore.errors import RestoreError
 from restore.evaluate import EvalOptions, evaluate_models, render_markdown
+from restore.runtime.tiling import TileConfig
 from restore.zoo.registry import list_models
 
 SHARED = Path(os.environ.get("RESTORE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
@@ -39,6 +40,9 @@ TABLES = {
     **{f"classic5-q{q}": ("data/test/classic5", f"jpeg:{q}", 1, ["deblock-gray"], {}) for q in (10, 20, 30, 40)},
     **{f"live1-color-q{q}": ("data/test/LIVE1", f"jpeg:{q}", 3, ["deblock-color", "deblock-gray"], {}) for q in (10, 20)},
     "rain100h": ("data/rain/Rain100H/rain", None, 3, ["derain", "derain-hinas"], {"clean_dir": "data/rain/Rain100H/norain"}),
+    # the product's default path: `restore derain` runs 64×64 tiles (overlap 16)
+    "rain100h-tiled": ("data/rain/Rain100H/rain", None, 3, ["derain", "derain-hinas"],
+                       {"clean_dir": "data/rain/Rain100H/norain", "tiled": True}),
     "rain100l": ("data/rain/Rain100L_subset10/rain", None, 3, ["derain", "derain-hinas"],
                  {"clean_dir": "data/rain/Rain100L_subset10/norain"}),
 }
@@ -58,6 +62,8 @@ def command_line(name: str, limit: int | None) -> str:
         parts += ["--clean-dir", _shown(SHARED / extra["clean_dir"])]
     if "sigma_mode" in extra:
         parts += ["--sigma", extra["sigma_mode"]]
+    if extra.get("tiled"):
+        parts += ["--tiled"]
     for s in systems:
         parts += ["-m", f"dncnn:{_shown(Path(s[6:]))}" if s.startswith("dncnn:") else s]
     if limit:
@@ -74,7 +80,8 @@ def run_table(name: str, limit: int | None, out_dir: Path) -> None:
         return
     options = EvalOptions(degradation=deg or "awgn:0", channels=ch, limit=limit,
                           sigma_mode=extra.get("sigma_mode", "known"),
-                          clean_dir=SHARED / extra["clean_dir"] if "clean_dir" in extra else None)
+                          clean_dir=SHARED / extra["clean_dir"] if "clean_dir" in extra else None,
+                          tile=TileConfig() if extra.get("tiled") else None)
     specs = []
     for s in available:
         try:

@@ -39,6 +39,13 @@ def test_zoo_eval_writes_a_table_and_its_command(shared_dir, tmp_path, monkeypat
     assert result["images"] == 1 and result["mean"]["deblock-gray"]["psnr"] > result["mean"]["input"]["psnr"]
 
 
+def test_zoo_eval_tiled_table_names_its_path(shared_dir, monkeypatch):
+    monkeypatch.setenv("RESTORE_SHARED", str(shared_dir))
+    bench = _script("zoo_eval")
+    assert "--tiled" in bench.command_line("rain100h-tiled", 2)
+    assert "--tiled" not in bench.command_line("rain100h", 2)
+
+
 def test_training_curves_plot_and_milestones(tmp_path):
     bench = _script("training_curves")
     run = tmp_path / "run"
