@@ -12,6 +12,7 @@ RESTORE_MALLOC=default measures glibc's default behaviour instead.
     python benchmarks/throughput.py                      # Markdown to stdout
     python benchmarks/throughput.py --out docs/results   # + throughput.md / .json there
     python benchmarks/throughput.py --rounds 3 --size 128 --models denoise-gray   # quick
+    python benchmarks/throughput.py --models denoise-gray training/denoise-gray-deep   # a candidate
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ from restore.runtime.allocator import keep_freed_memory  # noqa: E402
 from restore.runtime.backends import TorchBackend  # noqa: E402
 from restore.runtime.noise import append_noise_map  # noqa: E402
 from restore.runtime.profile import count_parameters, flops_per_megapixel  # noqa: E402
-from restore.zoo.registry import get_entry, list_entries, load_network  # noqa: E402
+from restore.models.build import build  # noqa: E402
+from restore.models.genotype import load_genotype  # noqa: E402
+from restore.restorer import entry_for_run  # noqa: E402
+from restore.zoo.registry import get_entry, list_entries, load_network, load_weights  # noqa: E402
 
 PEER = Path(os.environ.get("RESTORE_SHARED") or REPO.parent / "shared") / "peers" / "dncnn_sigma25.safetensors"
 
@@ -50,8 +54,14 @@ def candidates(names: list[str]) -> dict[str, tuple[TorchBackend, int, bool]]:
     dncnn = load_peer(PEER) if PEER.is_file() else DnCNN(channels=1)  # speed does not depend on the weights
     nets["DnCNN (peer)"] = (TorchBackend(dncnn, device="cpu"), 1, False)
     for name in names:
-        entry = get_entry(name)
-        nets[name] = (TorchBackend(load_network(entry), device="cpu"), entry.channels, entry.noise_map)
+        if Path(name).is_dir():  # a training run, measured before it is shipped
+            entry, weights = entry_for_run(Path(name))
+            net = load_weights(build(load_genotype(Path(name) / "genotype.json")), weights).eval()
+            name = entry.name
+        else:
+            entry = get_entry(name)
+            net = load_network(entry)
+        nets[name] = (TorchBackend(net, device="cpu"), entry.channels, entry.noise_map)
     return nets
 
 
@@ -100,7 +110,7 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="*", default=None, help="zoo models (default: every gray denoiser)")
+    parser.add_argument("--models", nargs="*", default=None, help="zoo models or training run folders (default: every gray denoiser)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
