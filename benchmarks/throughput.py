@@ -36,10 +36,8 @@ from restore.runtime.allocator import keep_freed_memory  # noqa: E402
 from restore.runtime.backends import TorchBackend  # noqa: E402
 from restore.runtime.noise import append_noise_map  # noqa: E402
 from restore.runtime.profile import count_parameters, flops_per_megapixel  # noqa: E402
-from restore.models.build import build  # noqa: E402
-from restore.models.genotype import load_genotype  # noqa: E402
-from restore.restorer import entry_for_run  # noqa: E402
-from restore.zoo.registry import get_entry, list_entries, load_network, load_weights  # noqa: E402
+from restore.restorer import run_network  # noqa: E402
+from restore.zoo.registry import get_entry, list_entries, load_network  # noqa: E402
 
 PEER = Path(os.environ.get("RESTORE_SHARED") or REPO.parent / "shared") / "peers" / "dncnn_sigma25.safetensors"
 
@@ -55,8 +53,7 @@ def candidates(names: list[str]) -> dict[str, tuple[TorchBackend, int, bool]]:
     nets["DnCNN (peer)"] = (TorchBackend(dncnn, device="cpu"), 1, False)
     for name in names:
         if Path(name).is_dir():  # a training run, measured before it is shipped
-            entry, weights = entry_for_run(Path(name))
-            net = load_weights(build(load_genotype(Path(name) / "genotype.json")), weights).eval()
+            net, entry = run_network(Path(name))
             name = entry.name
         else:
             entry = get_entry(name)

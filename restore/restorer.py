@@ -229,18 +229,23 @@ def entry_for_run(run_dir: Path) -> tuple[ModelEntry, Path]:
     return entry, weights
 
 
+def run_network(run_dir: Path) -> tuple[nn.Module, ModelEntry]:
+    """A training run directory's derived network (best weights, eval mode) and its entry."""
+    from restore.models.build import build
+    from restore.models.genotype import load_genotype
+
+    entry, weights = entry_for_run(run_dir)
+    return load_weights(build(load_genotype(run_dir / "genotype.json")), weights).eval(), entry
+
+
 def load(name: str | Path | None = None, *, task: str = "denoise", channels: int = 1, backend: str = "torch",
          device: str = "auto", tile: TileConfig | None = None, onnx_path: str | Path | None = None,
          dcn_plugin: str | None = None) -> Restorer:
     """A ready-to-use restorer: a zoo model name, a training run folder, or the task default.
 
     `dcn_plugin` (TensorRT backend only): "builtin" or "restore", see `make_backend`."""
-    from restore.models.build import build
-    from restore.models.genotype import load_genotype
-
     if name is not None and Path(str(name)).is_dir():
-        entry, weights = entry_for_run(Path(name))
-        module = load_weights(build(load_genotype(Path(name) / "genotype.json")), weights)
+        module, entry = run_network(Path(name))
     else:
         entry = get_entry(str(name)) if name is not None else default_entry(task, channels)
         module = load_network(entry)

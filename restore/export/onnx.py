@@ -417,7 +417,7 @@ def resolve_model_source(source: str | None, *, task: str = "denoise", channels:
     genotype JSON, or None (the task's default model). `note` says when the weights are
     random (presets and bare genotypes), else it is ""."""
     from restore.models.build import build, list_presets, resolve_genotype
-    from restore.zoo.registry import ModelEntry, default_entry, list_models, load_network, load_weights
+    from restore.zoo.registry import ModelEntry, default_entry, list_models, load_network
 
     def random_init(text: str, why: str):
         g = resolve_genotype(text)
@@ -437,11 +437,9 @@ def resolve_model_source(source: str | None, *, task: str = "denoise", channels:
         return load_network(entry), entry, ""
     path = Path(source)
     if path.is_dir():
-        from restore.models.genotype import load_genotype
-        from restore.restorer import entry_for_run
+        from restore.restorer import run_network
 
-        entry, weights = entry_for_run(path)
-        return load_weights(build(load_genotype(path / "genotype.json")), weights).eval(), entry, ""
+        return (*run_network(path), "")
     if source.endswith(".json") or path.is_file():
         return random_init(source, f"genotype {path.name}")
     if source in list_models():
