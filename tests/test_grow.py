@@ -54,6 +54,17 @@ def test_deepen_fills_removed_layers_below_full_resolution_only():
         deepen(g, min_level=3)
 
 
+def test_deepen_full_resolution_only():
+    g = from_dict(SHALLOW)
+    deep = deepen(g, min_level=0, max_level=0)
+    assert _ops(deep.encoder[0]) == ["conv_3x3", "res_block_3x3"]
+    assert _ops(deep.decoder[2]) == ["conv_3x3", "res_block_3x3"]
+    assert deep.encoder[1] == g.encoder[1] and deep.decoder[:2] == g.decoder[:2]
+    assert deep.name.endswith("deep0-0")
+    with pytest.raises(RestoreError, match="max_level"):
+        deepen(g, min_level=1, max_level=0)
+
+
 @pytest.mark.parametrize("min_level", [0, 1])
 def test_grown_network_computes_what_the_shallow_one_did(min_level):
     torch.manual_seed(0)
@@ -115,7 +126,11 @@ def test_training_warm_starts_a_deepened_network(tmp_path, tiny_train_dir):
     with torch.no_grad():
         assert torch.allclose(trainer.model(x), shallow(x), atol=1e-6)
     strict = TrainConfig(**{**cfg.__dict__, "grow": False})
-    with pytest.raises(RestoreError, match="does not match"):
+    with pytest.raises(RestoreError, match="do not match"):
         Trainer(strict, tmp_path / "run2", show_progress=False)
+    (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
+    broken = TrainConfig(**{**cfg.__dict__, "init_from": str(tmp_path / "broken.safetensors")})
+    with pytest.raises(RestoreError, match="cannot read weights"):
+        Trainer(broken, tmp_path / "run3", show_progress=False)
     with pytest.raises(RestoreError, match="grow needs init_from"):
         TrainConfig(model=str(src), grow=True)

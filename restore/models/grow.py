@@ -43,16 +43,25 @@ def _deepen_block(block: Block) -> Block:
     return replace(block, layers=tuple(layers))
 
 
-def deepen(g: ModNASGenotype, *, min_level: int = 1) -> ModNASGenotype:
-    """The genotype with a residual block in every removed layer at levels ≥ `min_level`."""
+def deepen(g: ModNASGenotype, *, min_level: int = 1, max_level: int | None = None) -> ModNASGenotype:
+    """The genotype with a residual block in every removed layer at levels
+    `min_level` … `max_level` (default: down to the coarsest level)."""
     if not isinstance(g, ModNASGenotype):
         raise RestoreError("deepening applies to MoD-NAS genotypes only")
     if not 0 <= min_level <= g.levels:
         raise RestoreError(f"min_level must be in [0, {g.levels}], got {min_level}")
+    top = g.levels if max_level is None else max_level
+    if not min_level <= top <= g.levels:
+        raise RestoreError(f"max_level must be in [{min_level}, {g.levels}], got {max_level}")
+
+    def chosen(level: int) -> bool:
+        return min_level <= level <= top
+
     enc_levels, dec_levels = block_levels(g)
-    encoder = tuple(_deepen_block(b) if lv >= min_level else b for b, lv in zip(g.encoder, enc_levels))
-    decoder = tuple(_deepen_block(b) if lv >= min_level else b for b, lv in zip(g.decoder, dec_levels))
-    name = f"{g.name}-deep{min_level}" if g.name else f"deep{min_level}"
+    encoder = tuple(_deepen_block(b) if chosen(lv) else b for b, lv in zip(g.encoder, enc_levels))
+    decoder = tuple(_deepen_block(b) if chosen(lv) else b for b, lv in zip(g.decoder, dec_levels))
+    suffix = f"deep{min_level}" if max_level is None else f"deep{min_level}-{top}"
+    name = f"{g.name}-{suffix}" if g.name else suffix
     return validate(replace(g, encoder=encoder, decoder=decoder, name=name))
 
 
@@ -104,14 +113,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m restore.models.grow",
         description="Write a deepened MoD-NAS genotype: a residual block in every removed layer "
-                    "at the given levels and below (train it with init_from + grow).",
+                    "at the chosen resolution levels (train it with init_from + grow).",
     )
     parser.add_argument("genotype", help="MoD-NAS genotype JSON")
     parser.add_argument("out", help="where to write the deepened genotype JSON")
-    parser.add_argument("--min-level", type=int, default=1, help="1 = half resolution and below (default)")
+    parser.add_argument("--min-level", type=int, default=1,
+                        help="finest level to deepen: 0 = full resolution, 1 = half (default)")
+    parser.add_argument("--max-level", type=int, default=None,
+                        help="coarsest level to deepen (default: the coarsest there is)")
     args = parser.parse_args(argv)
     try:
-        g = deepen(load_genotype(args.genotype), min_level=args.min_level)
+        g = deepen(load_genotype(args.genotype), min_level=args.min_level, max_level=args.max_level)
         print(save_genotype(g, args.out))
     except RestoreError as e:
         parser.exit(2, f"error: {e}\n")

@@ -34,6 +34,7 @@ from restore import faults
 from restore.train.checkpoint import load_state, rng_state, save_state, save_tensors, set_rng_state
 from restore.train.config import TrainConfig
 from restore.train.ema import EMA
+from restore.zoo.registry import apply_weights, read_weights
 from restore.train.run import Dist, MetricLog, ProgressLog, RunDir, cosine_lr, init_distributed, set_lr
 
 METRICS = ["step", "time", "lr", "loss", "val_psnr", "val_ssim"]
@@ -116,17 +117,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def _warm_start(self, path: Path) -> None:
-        from safetensors.torch import load_file
-
         if not path.is_file():
             raise RestoreError(f"init_from: {path} not found")
-        state = load_file(str(path))
+        state = read_weights(path)
         if self.cfg.grow:
             load_grown(self.model, state)
-            return
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        if unexpected or missing:
-            raise RestoreError(f"{path} does not match the model (missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+        else:
+            apply_weights(self.model, state, path)
 
     def state(self) -> dict:
         return {

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from restore.errors import RestoreError
@@ -111,17 +112,26 @@ def verify(entry: ModelEntry) -> None:
         raise RestoreError(f"weights of {entry.name!r} fail the sha256 check (expected {entry.sha256[:12]}…, got {actual[:12]}…); refusing to load")
 
 
-def load_weights(module: nn.Module, path: Path) -> nn.Module:
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a damaged or foreign file is a one-line error."""
     from safetensors.torch import load_file
 
     try:
-        state = load_file(str(path))
+        return load_file(str(path))
     except Exception as exc:  # damaged or non-safetensors file
         raise RestoreError(f"cannot read weights {path}: {exc}") from None
+
+
+def apply_weights(module: nn.Module, state: dict[str, torch.Tensor], source: Path) -> nn.Module:
+    """Load `state` into `module`; every tensor must match, no more, no fewer."""
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise RestoreError(f"weights {path} do not match the network ({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+        raise RestoreError(f"weights {source} do not match the network ({len(missing)} missing, {len(unexpected)} unexpected tensors)")
     return module
+
+
+def load_weights(module: nn.Module, path: Path) -> nn.Module:
+    return apply_weights(module, read_weights(path), path)
 
 
 def load_network(entry: ModelEntry) -> nn.Module:
