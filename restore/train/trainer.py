@@ -34,8 +34,8 @@ from restore import faults
 from restore.train.checkpoint import load_state, rng_state, save_state, save_tensors, set_rng_state
 from restore.train.config import TrainConfig
 from restore.train.ema import EMA
-from restore.zoo.registry import apply_weights, read_weights
 from restore.train.run import Dist, MetricLog, ProgressLog, RunDir, cosine_lr, init_distributed, set_lr
+from restore.zoo.registry import apply_weights, read_weights
 
 METRICS = ["step", "time", "lr", "loss", "val_psnr", "val_ssim"]
 
