@@ -36,8 +36,8 @@ from restore.runtime.allocator import keep_freed_memory  # noqa: E402
 from restore.runtime.backends import TorchBackend  # noqa: E402
 from restore.runtime.noise import append_noise_map  # noqa: E402
 from restore.runtime.profile import count_parameters, flops_per_megapixel  # noqa: E402
-from restore.restorer import run_network  # noqa: E402
-from restore.zoo.registry import get_entry, list_entries, load_network  # noqa: E402
+from restore.restorer import network_for  # noqa: E402
+from restore.zoo.registry import list_entries  # noqa: E402
 
 PEER = Path(os.environ.get("RESTORE_SHARED") or REPO.parent / "shared") / "peers" / "dncnn_sigma25.safetensors"
 
@@ -51,14 +51,9 @@ def candidates(names: list[str]) -> dict[str, tuple[TorchBackend, int, bool]]:
     nets: dict[str, tuple[TorchBackend, int, bool]] = {}
     dncnn = load_peer(PEER) if PEER.is_file() else DnCNN(channels=1)  # speed does not depend on the weights
     nets["DnCNN (peer)"] = (TorchBackend(dncnn, device="cpu"), 1, False)
-    for name in names:
-        if Path(name).is_dir():  # a training run, measured before it is shipped
-            net, entry = run_network(Path(name))
-            name = entry.name
-        else:
-            entry = get_entry(name)
-            net = load_network(entry)
-        nets[name] = (TorchBackend(net, device="cpu"), entry.channels, entry.noise_map)
+    for name in names:  # zoo models, or training runs measured before they are shipped
+        net, entry = network_for(name)
+        nets[entry.name] = (TorchBackend(net, device="cpu"), entry.channels, entry.noise_map)
     return nets
 
 

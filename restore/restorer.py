@@ -238,16 +238,24 @@ def run_network(run_dir: Path) -> tuple[nn.Module, ModelEntry]:
     return load_weights(build(load_genotype(run_dir / "genotype.json")), weights).eval(), entry
 
 
+def network_for(name: str | Path) -> tuple[nn.Module, ModelEntry]:
+    """A zoo model by name or a training run folder: its network (eval mode) and entry."""
+    if Path(str(name)).is_dir():
+        return run_network(Path(name))
+    entry = get_entry(str(name))
+    return load_network(entry), entry
+
+
 def load(name: str | Path | None = None, *, task: str = "denoise", channels: int = 1, backend: str = "torch",
          device: str = "auto", tile: TileConfig | None = None, onnx_path: str | Path | None = None,
          dcn_plugin: str | None = None) -> Restorer:
     """A ready-to-use restorer: a zoo model name, a training run folder, or the task default.
 
     `dcn_plugin` (TensorRT backend only): "builtin" or "restore", see `make_backend`."""
-    if name is not None and Path(str(name)).is_dir():
-        module, entry = run_network(Path(name))
-    else:
-        entry = get_entry(str(name)) if name is not None else default_entry(task, channels)
+    if name is None:
+        entry = default_entry(task, channels)
         module = load_network(entry)
+    else:
+        module, entry = network_for(name)
     return Restorer(module, entry, backend=backend, device=device, tile=tile, onnx_path=onnx_path,
                     dcn_plugin=dcn_plugin)
