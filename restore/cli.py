@@ -7,6 +7,8 @@ stays fast. A `RestoreError` is printed as one line (no traceback) with exit cod
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from functools import wraps
 from pathlib import Path
 from typing import List, Optional
@@ -498,9 +500,15 @@ def bench(
         json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
+def _warn_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    # A warning is for the user of the command: its text, not the source line that raised it.
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def main() -> None:
     from restore.runtime.allocator import keep_freed_memory
 
+    warnings.showwarning = _warn_in_one_line
     keep_freed_memory()  # reuse freed activation memory instead of re-faulting it (RESULTS §3.3)
     app()
 

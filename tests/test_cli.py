@@ -36,6 +36,16 @@ def test_help_is_fast_and_light():
     assert out.stdout.strip() == "[]"
 
 
+def test_warnings_print_one_line():
+    """The installed command shows a warning's text, not the source line that raised it."""
+    code = ("import sys, warnings\nfrom restore import cli\nsys.argv = ['restore', 'models']\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "warnings.warn('skipping a.png: 10x10 is smaller than patch 96')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "warning: skipping a.png: 10x10 is smaller than patch 96\n"
+
+
 def test_denoise_example_improves_psnr(tmp_path):
     result = invoke("denoise", EXAMPLES / "monarch_noisy_s25.png", "-o", tmp_path)
     assert result.exit_code == 0, result.output

@@ -134,6 +134,10 @@ def test_patch_dataset_skips_small_and_unreadable(gray_folder):
     assert ds.skipped_report() == ["skipped 1 unreadable image(s): broken.png",
                                    "skipped 1 image(s) smaller than the 40×40 patch: tiny.png"]
     with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warn=False: the caller reports the skipped images itself
+        quiet = PatchDataset(gray_folder, patch=40, degradation="awgn:25", warn=False)
+    assert quiet.skipped_report() == ds.skipped_report()
+    with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing to skip, nothing to warn about or report
         clean = PatchDataset(ds.paths, patch=8, degradation="awgn:25")
     assert clean.skipped == 0 and clean.skipped_report() == []
@@ -153,6 +157,9 @@ def test_readable_images_skips_and_stops_at_the_limit(gray_folder):
     with pytest.warns(UserWarning, match="img1.png"):
         good, bad = readable_images(paths, limit=2)
     assert [p.name for p in good] == ["img0.png", "img2.png"] and [p.name for p in bad] == ["img1.png"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert readable_images(paths, limit=2, warn=False) == (good, bad)
     evaluation = EvalSet(good, "awgn:25", 1)  # a list of files instead of a folder
     assert [name for name, _, _ in evaluation] == ["img0", "img2"]
 

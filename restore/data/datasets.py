@@ -110,9 +110,11 @@ def skipped_report(unreadable: Sequence[Path] = (), too_small: Sequence[Path] = 
     return lines
 
 
-def readable_images(paths: Sequence[str | os.PathLike], limit: int | None = None) -> tuple[list[Path], list[Path]]:
+def readable_images(paths: Sequence[str | os.PathLike], limit: int | None = None,
+                    warn: bool = True) -> tuple[list[Path], list[Path]]:
     """(readable, unreadable) among `paths`, in order, by decoding them; stops once `limit`
-    readable images are found. Warns once per unreadable image (as PatchDataset does)."""
+    readable images are found. Warns once per unreadable image unless `warn=False` (as
+    PatchDataset does)."""
     good: list[Path] = []
     bad: list[Path] = []
     for p in map(Path, paths):
@@ -121,7 +123,8 @@ def readable_images(paths: Sequence[str | os.PathLike], limit: int | None = None
         try:
             _decode(p)
         except RestoreError as e:
-            warnings.warn(f"skipping unreadable image: {e}", stacklevel=2)
+            if warn:
+                warnings.warn(f"skipping unreadable image: {e}", stacklevel=2)
             bad.append(p)
             continue
         good.append(p)
@@ -221,7 +224,8 @@ class PatchDataset(Dataset):
     C×H×W tensors; with `noise_map=True` (AWGN only) the degraded input gets one more
     channel holding σ/255. `length` defaults to the number of usable images.
 
-    Unreadable images and images smaller than the patch are skipped with a warning each;
+    Unreadable images and images smaller than the patch are skipped, with a warning each
+    unless `warn=False` (a trainer that logs `skipped_report()` names them once itself);
     `unreadable` and `too_small` list them, `skipped` counts both, and `skipped_report()`
     gives the lines a run logs about them.
     """
@@ -238,6 +242,7 @@ class PatchDataset(Dataset):
         noise_map: bool = False,
         seed: int = 0,
         cache: bool = True,
+        warn: bool = True,
     ) -> None:
         _check_channels(channels)
         if patch < 1:
@@ -262,11 +267,13 @@ class PatchDataset(Dataset):
                 arr = _decode(p) if cache else None
                 h, w = arr.shape[:2] if cache else _probe_size(p)
             except RestoreError as e:
-                warnings.warn(f"skipping unreadable image: {e}", stacklevel=2)
+                if warn:
+                    warnings.warn(f"skipping unreadable image: {e}", stacklevel=2)
                 self.unreadable.append(p)
                 continue
             if h < patch or w < patch:
-                warnings.warn(f"skipping {p.name}: {w}x{h} is smaller than patch {patch}", stacklevel=2)
+                if warn:
+                    warnings.warn(f"skipping {p.name}: {w}x{h} is smaller than patch {patch}", stacklevel=2)
                 self.too_small.append(p)
                 continue
             self.paths.append(p)

@@ -238,7 +238,7 @@ class Searcher:
         self.data_a = self._patches(self.splits.train_a, seed=2 * cfg.seed + 1)  # other crops and noise than W
         val_spec = cfg.val_degradation or default_val_spec(cfg.degradation)
         self.val_sigma = float(val_spec.split(":")[1]) if cfg.noise_map else None
-        val_paths, self.val_unreadable = readable_images(self.splits.val[: cfg.val_images or None])
+        val_paths, self.val_unreadable = readable_images(self.splits.val[: cfg.val_images or None], warn=False)
         if not val_paths:
             raise RestoreError(f"none of the {len(self.val_unreadable)} Train V images is readable")
         self.val = load_val_images(val_paths, val_spec, cfg.channels)
@@ -259,7 +259,8 @@ class Searcher:
 
     def _patches(self, paths: list[Path], seed: int) -> PatchDataset:
         return PatchDataset(paths, patch=self.cfg.patch, channels=self.cfg.channels, degradation=self.cfg.degradation,
-                            length=self.cfg.batch, noise_map=self.cfg.noise_map, seed=seed)
+                            length=self.cfg.batch, noise_map=self.cfg.noise_map, seed=seed,
+                            warn=False)  # fit() logs the skipped ones
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict:

@@ -103,11 +103,11 @@ class Trainer:
         split = split_images(cfg)
         self.data = PatchDataset(
             split.train, patch=cfg.patch, channels=cfg.channels, degradation=cfg.degradation,
-            length=cfg.batch, noise_map=cfg.noise_map, seed=cfg.seed,
+            length=cfg.batch, noise_map=cfg.noise_map, seed=cfg.seed, warn=False,  # fit() logs the skipped ones
         )
         val_spec = cfg.val_degradation or default_val_spec(cfg.degradation)
         self.val_sigma = float(val_spec.split(":")[1]) if cfg.noise_map else None
-        val_paths, self.val_unreadable = readable_images(split.val, limit=cfg.val_images)
+        val_paths, self.val_unreadable = readable_images(split.val, limit=cfg.val_images, warn=False)
         if not val_paths:
             raise RestoreError(f"no readable validation images among {len(split.val)} in {split.val[0].parent}")
         self.val = EvalSet(val_paths, val_spec, cfg.channels)
