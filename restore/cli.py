@@ -57,7 +57,7 @@ def _root() -> None:
 @app.command()
 @user_errors
 def train(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Preset name (see `restore info --presets`) or a genotype JSON file [default: modnas-b]."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Preset (`restore info --presets`), zoo model (its architecture, trained anew) or genotype JSON file [default: modnas-b]."),
     data: Optional[List[Path]] = typer.Option(None, "--data", "-d", help="Folder(s) of clean training images."),
     run: Path = typer.Option(Path("runs/train"), "--run", "-r", help="Run directory (config, logs, checkpoints). Re-running resumes."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="JSON config (keys of TrainConfig); flags override it."),
@@ -188,6 +188,8 @@ def _run_task(task: str, inputs: List[str], output_dir: Optional[Path], model: O
     from restore.pipeline import restore_files
 
     _check_trt_backend(backend, dcn_plugin)
+    if onnx_file is not None and backend == "torch":
+        raise RestoreError("--onnx-file runs an exported model: add --backend onnx (or tensorrt)")
     report = restore_files(
         task, inputs, output_dir=output_dir, model=model, sigma=sigma, tile=_tile_config(tile, overlap, no_tile),
         backend=backend, device=device, overwrite=overwrite, max_pixels=max_pixels, onnx_path=onnx_file,
@@ -348,7 +350,17 @@ def _onnx_out_path(out: Optional[Path], name: str, fp16: bool) -> Path:
     filename = f"{name}{'-fp16' if fp16 else ''}.onnx"
     if out is None:
         return Path(filename)
-    return out if out.suffix == ".onnx" else out / filename
+    if out.suffix == ".onnx":
+        return out
+    if out.is_file():
+        raise RestoreError(f"--out {out} is a file: give a .onnx file name or a folder")
+    return out / filename
+
+
+def _refuse_to_replace(paths: list[Path], overwrite: bool) -> None:
+    for path in paths:
+        if path.exists() and not overwrite:
+            raise RestoreError(f"{path} already exists; add --overwrite to replace it")
 
 
 def _export_engine(onnx_path: Path, size_multiple: int, tile: int, fp16: bool, dcn_plugin: str,
@@ -394,6 +406,7 @@ def export(
         None, "--workspace", metavar="MB", min=1,
         help="With --trt: scratch GPU memory TensorRT's builder may give a layer, in MB (default 2048); lower it on "
              "small GPUs, raise it if the build reports tactics skipped for lack of memory."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
 ):
     """Export a model for deployment: ONNX (with a parity check against PyTorch) and/or TensorRT.
 
@@ -419,6 +432,7 @@ def export(
     if note:
         typer.echo(note)
     path = _onnx_out_path(out, entry.name, fp16)
+    _refuse_to_replace([path, path.with_suffix(".engine")] if to_trt else [path], overwrite)
     in_channels, multiple = module_in_channels(module), int(getattr(module, "size_multiple", 1))
     export_onnx(module, path, in_channels=in_channels, opset=opset, dcn=dcn, fp16=fp16,
                 metadata=model_metadata(module, entry=entry, tile=tile))

@@ -8,6 +8,7 @@ per image, noisy input not clipped). Outputs are clipped to [0, 1] before scorin
 from __future__ import annotations
 
 import time
+from itertools import islice
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from restore.data import AWGN, EvalSet, PairedFolder, degradation_from_spec, rain100l_pairing
+from restore.data import AWGN, EvalSet, PairedFolder, degradation_from_spec, list_images, rain100l_pairing
 from restore.errors import RestoreError
 from restore.metrics import psnr, ssim
 from restore.runtime.tiling import TileConfig, restore_tensor
@@ -112,6 +113,8 @@ def _dataset(folder: Path, options: EvalOptions):
         try:
             pairs = PairedFolder(folder, options.clean_dir, channels=options.channels)
         except RestoreError:  # Rain100L names pairs rain-001.png ↔ norain-001.png
+            if not all(p.name.startswith("rain-") for p in list_images(folder)):
+                raise  # "no clean partner for X": the same-name pairing the user asked for
             pairs = PairedFolder(folder, options.clean_dir, channels=options.channels, pairing=rain100l_pairing)
         for i, name in enumerate(pairs.names):
             degraded, clean = pairs[i]
@@ -132,7 +135,9 @@ def evaluate_models(folder: str | Path, specs: list[str | None], options: EvalOp
     rows: list[dict] = []
     seconds = {s.name: 0.0 for s in systems}
     megapixels = 0.0
-    items = list(_dataset(folder, options))[: options.limit]
+    if options.limit is not None and options.limit < 1:
+        raise RestoreError(f"--limit must be at least 1, got {options.limit}")
+    items = list(islice(_dataset(folder, options), options.limit))  # read only the images scored
     if not items:
         raise RestoreError(f"no test images in {folder}")
     iterator = items

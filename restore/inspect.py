@@ -50,6 +50,8 @@ def describe_model(source: str, *, size: int = 256) -> list[str]:
 
     import torch
 
+    if size < 1:
+        raise RestoreError(f"--size must be a positive number of pixels, got {size}")
     label, g, _ = _resolve(source)
     net = build(g).eval()
     in_ch = g.in_channels + int(g.noise_map)

@@ -253,8 +253,8 @@ def _pillow_arrays(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None, int]
     if mode == "F":
         arr = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
         peak = float(arr.max()) if arr.size else 0.0
-        if peak > 1.0:  # not normalised: scale the brightest value to 1
-            arr = arr / peak
+        if peak > 1.0:  # not normalised: the usual integer scale it fits, else its own peak
+            arr = arr / next((top for top in (255.0, 65535.0) if peak <= top), peak)
         return np.clip(arr, 0, 1)[..., None].astype(np.float32), None, 16
     if mode in ("1", "L"):
         arr = np.asarray(im.convert("L"))

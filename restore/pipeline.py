@@ -7,11 +7,14 @@ output is written atomically (see restore.io), so an interrupted run leaves no p
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from restore.errors import RestoreError
 from restore.io import expand_inputs, output_path_for, read_image, save_like
@@ -66,6 +69,23 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def is_gray_stored_as_colour(pixels: np.ndarray, *, rows: int = 256) -> bool:
+    """R = G = B (within one 8-bit level, for JPEG rounding): a gray picture saved as RGB.
+
+    The default gray model fits it far better than the colour one, whose training images
+    always had colour. Checked a block of rows at a time, so a colour photo is recognised
+    after its first block and a large image needs no full-size temporary."""
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        return False
+    tolerance = 1.0 / 255 + 1e-6
+    for top in range(0, pixels.shape[0], rows):
+        block = pixels[top:top + rows]
+        if (np.abs(block[..., 0] - block[..., 1]).max(initial=0) > tolerance
+                or np.abs(block[..., 1] - block[..., 2]).max(initial=0) > tolerance):
+            return False
+    return True
+
+
 class _RestorerCache:
     """One restorer per image type (gray/colour) so mixed folders get the right default."""
 
@@ -86,6 +106,8 @@ def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: s
                   device: str = "auto", overwrite: bool = False, max_pixels: int | None = None,
                   onnx_path: Path | None = None, dcn_plugin: str | None = None,
                   echo: Callable[[str], None] = print) -> Report:
+    if sigma is not None and not (math.isfinite(sigma) and sigma >= 0):  # once, not once per file
+        raise RestoreError(f"--sigma must be a finite number ≥ 0, got {sigma:g}")
     paths = expand_inputs(inputs)
     if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1):
         raise RestoreError(f"--max-pixels must be a positive number of pixels, got {max_pixels!r}")
@@ -102,9 +124,12 @@ def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: s
         try:
             dst = _check_output(src, *outputs[src], overwrite)
             image = read_image(src, max_pixels=max_pixels)
-            restorer = restorers.get(image.pixels.shape[2])
+            gray = model is None and is_gray_stored_as_colour(image.pixels)
+            restorer = restorers.get(1 if gray else image.pixels.shape[2])
             try:
-                out = restorer.restore_array(image.pixels, sigma=sigma)
+                out = restorer.restore_array(image.pixels[..., 1:2] if gray else image.pixels, sigma=sigma)
+                if gray:
+                    out = np.repeat(out, 3, axis=2)  # saved as the file came: RGB
             except MemoryError:  # one huge file must not end the batch or print a traceback
                 raise RestoreError(f"out of memory restoring {src} ({image.width}×{image.height}); "
                                    "try a smaller --tile or a lower --max-pixels") from None
@@ -117,7 +142,7 @@ def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: s
             continue
         report.written.append(dst)
         info = restorer.last
-        sigma_note = f", σ {'=' if sigma is not None else '≈'}{info.sigma:.1f}" if info.sigma is not None else ""
+        sigma_note = f", σ {'=' if sigma is not None else '≈'} {info.sigma:.1f}" if info.sigma is not None else ""
         echo(f"{src} → {dst}  ({restorer.name}{sigma_note}, {info.seconds:.2f} s)")
     if not single:
         echo(f"{len(report.written)} restored, {len(report.failed)} failed, of {report.total} file(s)")

@@ -1,14 +1,15 @@
 """`Restorer`: a model plus the runtime that applies it to whole images.
 
 It accepts numpy arrays (H×W or H×W×C, float in [0,1] or uint8/uint16), PIL images and
-tensors (C×H×W or N×C×H×W in [0,1]) and returns the same kind. Inside, it handles what a
-user should not have to think about: gray models on colour images (channel by channel),
-colour models on gray images, the σ map of noise-level-conditioned models (σ estimated
-from the image unless given), tiling, the backend, clamping to [0, 1].
+float tensors (H×W, C×H×W or N×C×H×W in [0,1]) and returns the same kind. Inside, it
+handles what a user should not have to think about: gray models on colour images (channel
+by channel), colour models on gray images, the σ map of noise-level-conditioned models (σ
+estimated from the image unless given), tiling, the backend, clamping to [0, 1].
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,10 @@ class Restorer:
 
     # ---------------------------------------------------------------- calls
     def __call__(self, image, *, sigma: float | None = None, progress=None):
-        """Restore numpy / PIL / tensor input; returns the same kind."""
+        """Restore numpy / PIL / tensor input; returns the same kind.
+
+        Float input must be in [0, 1] (a little beyond is fine: unclipped noise); 0–255
+        floats, NaN/inf pixels and empty images are refused with a `RestoreError`."""
         if isinstance(image, torch.Tensor):
             return self._restore_tensor_input(image, sigma=sigma, progress=progress)
         try:
@@ -110,11 +114,12 @@ class Restorer:
         plane), and each result is clamped straight into the output array."""
         if pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
             raise RestoreError(f"expected an H×W×C image with 1 or 3 channels, got shape {pixels.shape}")
+        _refuse_empty(pixels.shape)
         t0 = time.perf_counter()
         used_sigma = None
         fn = self.backend
         if self.entry.noise_map:
-            used_sigma = float(sigma) if sigma is not None else estimate_sigma(pixels)
+            used_sigma = self._valid_sigma(sigma) if sigma is not None else estimate_sigma(pixels)
             fn = _WithNoiseMap(self.backend, used_sigma)
         elif sigma is not None and self.task.startswith("denoise"):
             raise RestoreError(f"model {self.name!r} is trained for one noise level and takes no --sigma")
@@ -138,7 +143,25 @@ class Restorer:
         self.last = RunInfo(sigma=used_sigma, seconds=time.perf_counter() - t0, backend=self.backend.describe())
         return result
 
+    def _valid_sigma(self, sigma) -> float:
+        """The user's σ (0–255 scale) as a float, refused if the model was not trained for it:
+        NaN or inf would poison every pixel, and far beyond the range the output is garbage."""
+        try:
+            value = float(sigma)
+        except (TypeError, ValueError):
+            raise RestoreError(f"σ must be a number, got {sigma!r}") from None
+        top = self.entry.level_range[1] if self.entry.level_range else math.inf
+        if math.isfinite(value) and 0 <= value <= top:
+            return value
+        if self.entry.level_range:
+            raise RestoreError(f"σ must be between 0 and {top:g} (the range {self.name} was trained for), "
+                               f"got {value:g}")
+        raise RestoreError(f"σ must be a finite number ≥ 0, got {value:g}")
+
     def _restore_numpy(self, image: np.ndarray, **kw) -> np.ndarray:
+        if image.ndim not in (2, 3):
+            raise RestoreError(f"expected an H×W or H×W×C array, got shape {image.shape}")
+        _refuse_empty(image.shape)
         arr, kind = _to_unit_float(image)
         squeeze = arr.ndim == 2
         if squeeze:
@@ -154,20 +177,45 @@ class Restorer:
         return _from_unit_float(out, kind)
 
     def _restore_pil(self, image, **kw):
+        """L, LA, RGB, RGBA and 16-bit gray (I;16*, and I holding 0–65535) come back in their
+        own mode. Every other mode is converted on the way in and comes back converted: a
+        palette (P/PA) or CMYK/YCbCr/LAB/1/F… image returns as RGB, or RGBA when it carries
+        transparency. A palette is a deliberate loss: the restored pixels take colours the
+        palette does not have, so re-quantising them would undo part of the restoration."""
         from PIL import Image
 
         mode = image.mode
+        if mode.startswith("I;16") or mode == "I":
+            return self._restore_pil_16bit(image, **kw)
         if mode not in ("L", "RGB", "RGBA", "LA"):
             image = image.convert("RGBA" if "A" in mode or "transparency" in image.info else "RGB")
         out = self._restore_numpy(np.asarray(image), **kw)
         return Image.fromarray(out)
 
+    def _restore_pil_16bit(self, image, **kw):
+        """Through uint16, so no precision is lost, and back into the same mode and byte order."""
+        from PIL import Image
+
+        values = np.asarray(image)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise RestoreError(f"a mode {image.mode} image must hold 16-bit values (0–65535), "
+                               f"got {values.min()}–{values.max()}")
+        out = self._restore_numpy(values.astype(np.uint16), **kw)
+        return Image.frombytes(image.mode, image.size, out.astype(values.dtype).tobytes())
+
     def _restore_tensor_input(self, t: torch.Tensor, **kw) -> torch.Tensor:
-        batched = t.ndim == 4
-        items = t if batched else t.unsqueeze(0)
-        outs = [torch.from_numpy(self.restore_array(x.detach().cpu().float().numpy().transpose(1, 2, 0), **kw).transpose(2, 0, 1).copy()) for x in items]
-        out = torch.stack(outs)
-        return (out if batched else out[0]).to(t.device)
+        if t.ndim == 2:  # H×W: a gray image, as for a 2-D numpy array
+            return self._restore_tensor_input(t[None], **kw)[0]
+        if t.ndim not in (3, 4) or t.shape[-3] not in (1, 3):
+            raise RestoreError(f"expected a C×H×W or N×C×H×W tensor with 1 or 3 channels, "
+                               f"got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise RestoreError(f"tensors must be float in [0, 1], got {t.dtype} (divide 0–255 data by 255)")
+        _refuse_empty(tuple(t.shape))
+        items = t.detach().cpu().float().numpy().reshape(-1, *t.shape[-3:])
+        _check_unit_range(items)  # the whole batch before any of it is restored
+        outs = [self.restore_array(x.transpose(1, 2, 0), **kw).transpose(2, 0, 1) for x in items]
+        return torch.from_numpy(np.stack(outs)).reshape(t.shape).to(t.device)
 
 
 def _plane_view(arr: np.ndarray) -> np.ndarray:
@@ -195,8 +243,31 @@ def _to_unit_float(image: np.ndarray) -> tuple[np.ndarray, np.dtype]:
     if image.dtype == np.uint16:
         return image.astype(np.float32) / 65535.0, image.dtype
     if np.issubdtype(image.dtype, np.floating):
+        _check_unit_range(image)
         return image.astype(np.float32), image.dtype
     raise RestoreError(f"unsupported array dtype {image.dtype}: use uint8, uint16 or float in [0, 1]")
+
+
+# How far beyond [0, 1] float pixels may go. Benchmark noise is not clipped, so noisy input
+# legitimately overshoots: at the top trained σ of 75/255 ≈ 0.29, 6σ ≈ 1.8 is practically
+# never reached. 0–255 (or 0–65535) floats land far beyond and would clip to white.
+FLOAT_SLACK = 2.0
+
+
+def _check_unit_range(pixels: np.ndarray) -> None:
+    """Refuse float pixels that cannot be [0, 1] data (clipping them would return garbage)."""
+    if pixels.size == 0:
+        return
+    low, high = float(pixels.min()), float(pixels.max())  # NaN or inf shows up in one of the two
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise RestoreError("the image has NaN or infinite pixels")
+    if low < -FLOAT_SLACK or high > 1 + FLOAT_SLACK:
+        raise RestoreError(f"float pixels must be in [0, 1], got {low:g}–{high:g} (divide 0–255 data by 255)")
+
+
+def _refuse_empty(shape: tuple) -> None:
+    if 0 in shape:
+        raise RestoreError(f"the image is empty (shape {tuple(shape)})")
 
 
 def _from_unit_float(image: np.ndarray, kind: np.dtype) -> np.ndarray:

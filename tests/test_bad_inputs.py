@@ -376,7 +376,7 @@ def test_tiny_images_are_padded_and_restored(tmp_path):
         restored = read_image(tmp_path / "out" / f"tiny_{w}x{h}_denoise.png").pixels
         assert restored.shape == (h, w, 1)
         assert np.isfinite(restored).all()
-        assert "σ ≈0.0" in result.output
+        assert "σ ≈ 0.0" in result.output
 
 
 # --------------------------------------------------------------------------- 2. inputs are never lost

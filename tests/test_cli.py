@@ -58,6 +58,32 @@ def test_denoise_example_improves_psnr(tmp_path):
     assert "σ ≈" in result.output
 
 
+def test_gray_picture_saved_as_rgb_gets_the_gray_model(tmp_path):
+    """R = G = B files are denoised by the gray default (the colour one never saw such images)
+    and come back as RGB, with the same pixels as the gray file gives."""
+    Image.open(EXAMPLES / "monarch_noisy_s25.png").convert("RGB").save(tmp_path / "rgb.png")
+    Image.open(EXAMPLES / "monarch_noisy_s25.png").convert("L").save(tmp_path / "gray.png")
+    result = invoke("denoise", tmp_path / "rgb.png", tmp_path / "gray.png", "-o", tmp_path / "out", "--sigma", 25)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("(denoise-gray, σ = 25.0") == 2
+    rgb = Image.open(tmp_path / "out" / "rgb_denoise.png")
+    assert rgb.mode == "RGB"
+    gray = np.asarray(Image.open(tmp_path / "out" / "gray_denoise.png"))
+    assert all(np.array_equal(np.asarray(rgb)[..., c], gray) for c in range(3))
+
+
+def test_only_r_equal_g_equal_b_counts_as_gray():
+    from restore.pipeline import is_gray_stored_as_colour
+
+    plane = np.random.default_rng(0).random((300, 40, 1), dtype=np.float32)
+    gray = np.repeat(plane, 3, axis=2)
+    assert is_gray_stored_as_colour(gray) and not is_gray_stored_as_colour(plane)
+    gray[1, 2, 0] += 0.5 / 255  # JPEG rounding: still gray
+    assert is_gray_stored_as_colour(gray)
+    gray[280, 5, 2] += 2 / 255  # one coloured pixel in the second block of rows
+    assert not is_gray_stored_as_colour(gray, rows=256)
+
+
 def test_colour_image_and_no_tile_and_sigma(tmp_path):
     result = invoke("denoise", EXAMPLES / "birds_noisy_s25.png", "-o", tmp_path, "--sigma", 25, "--no-tile")
     assert result.exit_code == 0, result.output
@@ -85,6 +111,14 @@ def test_existing_output_and_input_are_protected(tmp_path):
         (["denoise", "{img}", "--device", "tpu"], "unknown device"),
         (["denoise", "{bad}"], "cannot read"),
         (["denoise", "{img}", "--max-pixels", "100"], "above the limit"),
+        (["info", "no-such-net"], "not a preset (modnas-ar, modnas-b), a zoo model (deblock-gray"),
+        (["info", "modnas-b", "--size", "0"], "--size must be a positive"),
+        (["denoise", "{img}", "{bad}", "--sigma", "nan"], "--sigma must be a finite number ≥ 0, got nan"),
+        (["denoise", "{img}", "--sigma", "-5"], "--sigma must be a finite number ≥ 0, got -5"),
+        (["denoise", "{img}", "--onnx-file", "{bad}"], "add --backend onnx"),
+        (["eval", "{img}"], "is a file: give the folder that holds the images"),
+        (["eval", "{dir}", "--limit", "0"], "--limit must be at least 1"),
+        (["eval", "{dir}", "--clean-dir", "{other}"], "no clean partner for bad.png"),
     ],
 )
 def test_user_mistakes_print_one_line(tmp_path, args, text):
@@ -92,7 +126,10 @@ def test_user_mistakes_print_one_line(tmp_path, args, text):
     Image.open(EXAMPLES / "monarch_noisy_s25.png").save(img)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"this is not a png")
-    args = [a.format(img=img, bad=bad) for a in args]
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.open(EXAMPLES / "monarch.png").save(other / "img.png")
+    args = [a.format(img=img, bad=bad, dir=tmp_path, other=other) for a in args]
     assert_one_line_error(invoke(*args), text)
     assert not list(tmp_path.glob("*_denoise.png"))
 

@@ -169,6 +169,31 @@ def test_ort_backend_through_tiled_runtime_matches_torch(modnas_b, modnas_cli, r
     assert float((got - want).abs().max()) <= 1e-4
 
 
+def test_cli_export_never_replaces_a_file_unasked(tmp_path, monkeypatch):
+    import types
+
+    from restore.export import onnx as onnx_export
+
+    mine = tmp_path / "mine.onnx"
+    mine.write_text("precious")
+    result = CliRunner().invoke(app, ["export", "modnas-b", "--onnx", "-o", str(mine)])
+    assert result.exit_code != 0 and "already exists; add --overwrite" in result.output
+    assert mine.read_text() == "precious"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    result = CliRunner().invoke(app, ["export", "modnas-b", "--onnx", "-o", str(notes)])
+    assert result.exit_code != 0 and "is a file: give a .onnx file name or a folder" in result.output
+
+    # --overwrite replaces it (the export itself, tested above, replaced by a stand-in)
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda module, path, **kw: path.write_bytes(b"graph") and path)
+    report = types.SimpleNamespace(providers=["CPUExecutionProvider"], atol=1e-4, table=lambda: "",
+                                   raise_on_failure=lambda: None)
+    monkeypatch.setattr(onnx_export, "check_parity", lambda *args, **kwargs: report)
+    result = CliRunner().invoke(app, ["export", "modnas-b", "--onnx", "-o", str(mine), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert mine.read_bytes() == b"graph"
+
+
 def test_cli_export_needs_a_target():
     result = CliRunner().invoke(app, ["export", "modnas-b"])
     assert result.exit_code != 0 and "--onnx" in result.output

@@ -87,6 +87,17 @@ def test_scale_width_keeps_topology_and_rounds_to_multiples_of_8():
     assert resolve_genotype("modnas-b", width=2.0) == scale_width(resolve_genotype("modnas-b"), 2.0)
 
 
+def test_a_zoo_model_name_resolves_to_its_architecture():
+    """`restore train -m denoise-gray` trains the shipped architecture anew."""
+    from restore.models.build import resolve_genotype
+    from restore.models.genotype import load_genotype
+    from restore.zoo.registry import get_entry
+
+    assert resolve_genotype("denoise-gray") == load_genotype(get_entry("denoise-gray").genotype_path)
+    with pytest.raises(RestoreError, match="not a preset .* a zoo model .* or a genotype JSON file"):
+        resolve_genotype("denoise-grey")
+
+
 def test_scale_width_hinas_and_bad_factor():
     from restore.models.build import load_preset
     from restore.models.genotype import HiNASGenotype, Node, scale_width

@@ -227,13 +227,14 @@ def test_cmyk_reads_as_rgb(tmp_path):
         assert img.pixels[..., 0].mean() > 0.9 and img.pixels[..., 1].mean() < 0.1  # red
 
 
-def test_float_tiff_normalised_is_clipped_and_other_is_scaled(tmp_path):
+def test_float_tiff_normalised_is_kept_and_other_is_scaled(tmp_path):
     values = np.linspace(0, 1, H * W, dtype=np.float32).reshape(H, W)
     img = read_image(_pillow_file(tmp_path, Image.fromarray(values), "f.tif"))
     assert img.source_mode == "F" and img.bit_depth == 16
     np.testing.assert_allclose(img.pixels[..., 0], values)
-    img = read_image(_pillow_file(tmp_path, Image.fromarray(values * 400), "f400.tif"))
-    np.testing.assert_allclose(img.pixels[..., 0], values, atol=1e-6)
+    for scale, top in ((255, 255), (400, 65535), (1e6, 1e6)):  # 0–255 data keeps its brightness
+        img = read_image(_pillow_file(tmp_path, Image.fromarray(values * scale), f"f{scale}.tif"))
+        np.testing.assert_allclose(img.pixels[..., 0], values * scale / top, atol=1e-6)
 
 
 def test_32bit_integer_image_is_scaled(tmp_path):

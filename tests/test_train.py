@@ -62,6 +62,19 @@ def test_resume_continues_exactly(tiny_genotype, tiny_train_dir, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_refused_resume_leaves_the_run_as_it_was(tiny_genotype, tiny_train_dir, tmp_path):
+    """Resuming a run with another model is refused before config.json or genotype.json change."""
+    run = tmp_path / "run"
+    train(tiny_config(tiny_genotype, tiny_train_dir, steps=2), run, show_progress=False)
+    saved = {name: (run / name).read_bytes() for name in ("config.json", "genotype.json", "checkpoint.safetensors")}
+    wider = Trainer(tiny_config(tiny_genotype, tiny_train_dir, steps=4, width=2.0), run, show_progress=False)
+    with pytest.raises(RestoreError, match="belongs to a different model"):
+        wider.fit()
+    assert {name: (run / name).read_bytes() for name in saved} == saved
+    again = Trainer(tiny_config(tiny_genotype, tiny_train_dir, steps=4), run, show_progress=False)
+    assert again.resume() and again.step == 2  # the original run still resumes
+
+
 def _cli(*args):
     return [sys.executable, "-m", "restore", *args]
 
@@ -255,3 +268,7 @@ def test_bad_configs_are_clear(tiny_genotype, tiny_train_dir, tmp_path):
         Trainer(tiny_config(tiny_genotype, tiny_train_dir, patch=512), tmp_path / "r2", show_progress=False)
     with pytest.raises(RestoreError, match="noise_map applies to AWGN"):
         tiny_config(tiny_genotype, tiny_train_dir, degradation="jpeg:20", noise_map=True)
+    for bad, text in (({"lr": -1.0}, "lr must be positive"), ({"lr": float("nan")}, "lr must be positive"),
+                      ({"lr_min": -1e-5}, "lr_min must be >= 0"), ({"lr": 1e-4, "lr_min": 1e-3}, "must not exceed lr")):
+        with pytest.raises(RestoreError, match=text):
+            tiny_config(tiny_genotype, tiny_train_dir, **bad)

@@ -68,6 +68,8 @@ def _natural_key(path: Path) -> list:
 def list_images(folder: str | os.PathLike, exclude: Iterable[str] = ()) -> list[Path]:
     """Image files directly in `folder`, naturally sorted; `exclude` holds stems or names."""
     folder = Path(folder)
+    if folder.is_file():
+        raise RestoreError(f"{folder} is a file: give the folder that holds the images")
     if not folder.is_dir():
         raise RestoreError(f"image folder not found: {folder}")
     skip = set(exclude)

@@ -64,11 +64,23 @@ def load_preset(name: str) -> Genotype:
     return from_json(path.read_text(encoding="utf-8"))
 
 
+def _named_genotype(name: str) -> Genotype:
+    """A preset, or the architecture of a shipped zoo model (to train it anew)."""
+    from restore.zoo.registry import get_entry, list_models  # the zoo builds on this module
+
+    if name in list_presets():
+        return load_preset(name)
+    if name in list_models():
+        return load_genotype(get_entry(name).genotype_path)
+    raise RestoreError(f"unknown architecture {name!r}: not a preset ({', '.join(list_presets())}), "
+                       f"a zoo model ({', '.join(list_models())}) or a genotype JSON file")
+
+
 def resolve_genotype(source: str | Path, *, in_channels: int | None = None, noise_map: bool | None = None,
                      stages: int | None = None, width: float = 1.0) -> Genotype:
     """A preset name or a genotype file, optionally re-targeted (channels, σ map, stages, width factor)."""
     text = str(source)
-    g = load_genotype(text) if text.endswith(".json") or Path(text).is_file() else load_preset(text)
+    g = load_genotype(text) if text.endswith(".json") or Path(text).is_file() else _named_genotype(text)
     changes: dict = {}
     if in_channels is not None:
         changes.update(in_channels=in_channels, out_channels=in_channels)

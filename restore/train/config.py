@@ -55,3 +55,10 @@ class TrainConfig:
             raise RestoreError("grow needs init_from: the weights of the network being deepened")
         if not 0 <= self.ema < 1:
             raise RestoreError(f"ema must be in [0, 1), got {self.ema}")
+        if not self.lr > 0:  # also catches NaN
+            raise RestoreError(f"lr must be positive, got {self.lr}")
+        for key in ("lr_min", "ssim_weight", "grad_clip"):
+            if not getattr(self, key) >= 0:
+                raise RestoreError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.lr_min > self.lr:
+            raise RestoreError(f"lr_min ({self.lr_min}) must not exceed lr ({self.lr})")

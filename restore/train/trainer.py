@@ -214,10 +214,10 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict:
         cfg = self.cfg
+        self.resume()  # first: a refused resume (another model's checkpoint) must leave the run as it was
         self.run.save_config(cfg)
         if self.dist.main:
             save_genotype(self.genotype, self.run.path / "genotype.json")
-        self.resume()
         losses: list[float] = []
         t0 = time.time()
         with ProgressLog(self.run, cfg.steps, self.step, "train", self.show_progress) as progress:
