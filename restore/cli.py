@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import List, Optional
@@ -44,6 +45,20 @@ def user_errors(fn):
             _fail("interrupted", 130)
 
     return wrapper
+
+
+@contextmanager
+def _tidy_new_run(run: Path):
+    """A run that fails before writing anything (bad data, bad option) leaves no empty
+    folders behind: those this command created are removed again, if still empty."""
+    created = [p for p in (run, *run.parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
 
 
 @app.callback()
@@ -95,7 +110,8 @@ def train(
         cfg = load_config(TrainConfig, saved, **overrides)
     else:
         cfg = config_from_dict(TrainConfig, {k: v for k, v in overrides.items() if v is not None})
-    summary = run_training(cfg, run, show_progress=progress)
+    with _tidy_new_run(run):
+        summary = run_training(cfg, run, show_progress=progress)
     if int(os.environ.get("RANK", "0")) != 0:  # a non-main torchrun process: rank 0 reports
         return
     typer.echo(f"done: {summary['steps']} steps, best validation PSNR {summary['best_val_psnr']:.2f} dB → {run}")
@@ -144,7 +160,8 @@ def search(
         raise RestoreError(f"the config searches the {cfg.space} space but --space is {space}; pick a {space} preset")
     if not cfg.train_dirs:
         raise RestoreError(NO_DATA)
-    summary = run_search(cfg, run, show_progress=progress)
+    with _tidy_new_run(run):
+        summary = run_search(cfg, run, show_progress=progress)
     if "description" not in summary:  # a non-main torchrun process: rank 0 reports
         return
     best = summary["best_val_psnr"]
@@ -243,7 +260,8 @@ def eval_(
     folder: Path = typer.Argument(..., help="Folder of clean test images."),
     degradation: str = typer.Option("awgn:25", "--degradation", "-d", help="Synthetic degradation at fixed seeds: awgn:25, jpeg:20, rain, camera…"),
     model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Zoo name, run folder, dncnn:WEIGHTS, bm3d. Repeat for a side-by-side table."),
-    task: str = typer.Option("denoise", help="Task used to pick the default model."),
+    task: Optional[str] = typer.Option(None, help="Task whose default model is scored when no -m is given "
+                                       "[default: from -d: jpeg → deblock, rain → derain, else denoise]."),
     channels: int = typer.Option(1, help="1 = evaluate on gray, 3 = on colour."),
     clean_dir: Optional[Path] = typer.Option(None, help="Real pairs: FOLDER holds degraded images, this folder the clean ones (same names)."),
     sigma: str = typer.Option("known", help="For σ-conditioned denoisers: 'known' (the test σ) or 'estimate' (blind)."),
@@ -258,11 +276,11 @@ def eval_(
     per_image: bool = typer.Option(False, "--per-image", help="Print every image, not just the means."),
 ):
     """PSNR/SSIM of models over a folder, side by side, at deterministic degradations."""
-    from restore.evaluate import EvalOptions, evaluate_models, render_markdown
+    from restore.evaluate import EvalOptions, evaluate_models, render_markdown, task_for_degradation
 
     options = EvalOptions(degradation=degradation, channels=channels, crop=crop, y_channel=y_channel,
                           sigma_mode=sigma, tile=_tile_config(tile, overlap, not use_tiles), limit=limit,
-                          clean_dir=clean_dir, task=task)
+                          clean_dir=clean_dir, task=task or task_for_degradation(degradation))
     result = evaluate_models(folder, model or [None], options, progress=True)
     table = render_markdown(result, per_image=per_image)
     typer.echo(table)

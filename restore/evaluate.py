@@ -35,6 +35,12 @@ class EvalOptions:
     task: str = "denoise"
 
 
+def task_for_degradation(spec: str) -> str:
+    """The task whose default model undoes a degradation: `-d jpeg:20` scores the deblocker."""
+    kind = spec.split(":", 1)[0].strip().lower()
+    return {"jpeg": "deblock", "rain": "derain"}.get(kind, "denoise")
+
+
 @dataclass
 class System:
     name: str
@@ -169,7 +175,7 @@ def evaluate_models(folder: str | Path, specs: list[str | None], options: EvalOp
 
 def render_markdown(result: dict, *, per_image: bool = False) -> str:
     names = result["systems"]
-    head = f"{Path(result['folder']).name} — {result['setting']} — {result['images']} images, PSNR (dB) / SSIM"
+    head = f"{Path(result['folder']).name} — {result['setting']} — {result['images']} image{'s' if result['images'] != 1 else ''}, PSNR (dB) / SSIM"
     lines = [head, "", "| system | PSNR | SSIM | params | GFLOPs/MP | MP/s | time (s) |", "|---|---|---|---|---|---|---|"]
     for n in names:
         m = result["mean"][n]

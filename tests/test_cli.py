@@ -152,6 +152,27 @@ def test_batch_with_bad_files_processes_the_good_ones(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["one_denoise.png", "two_denoise.png"]
 
 
+def test_eval_scores_the_model_for_the_degradation(tmp_path):
+    """Without -m, `-d jpeg:20` scores the deblocker, not the denoiser."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    Image.open(EXAMPLES / "monarch.png").crop((0, 0, 96, 80)).save(folder / "m.png")
+    result = invoke("eval", folder, "-d", "jpeg:20")
+    assert result.exit_code == 0, result.output
+    assert "| deblock-gray |" in result.output and "denoise-gray" not in result.output
+    result = invoke("eval", folder, "-d", "jpeg:20", "--task", "denoise")
+    assert "| denoise-gray (σ estimated) |" in result.output
+
+
+@pytest.mark.parametrize("command", ["train", "search"])
+def test_a_refused_run_leaves_no_empty_folders(tmp_path, command):
+    (tmp_path / "kept").mkdir()  # an existing empty folder is the user's: left alone
+    for run in (tmp_path / "runs" / "new", tmp_path / "kept"):
+        result = invoke(command, "-d", tmp_path / "no-such-data", "--run", run, "--steps", 2)
+        assert_one_line_error(result, "no-such-data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+
+
 def test_models_info_and_eval(tmp_path, shared_dir):
     assert "denoise" in invoke("models").output
     info = invoke("info", "modnas-b")

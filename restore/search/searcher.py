@@ -159,7 +159,7 @@ def describe(g: Genotype, params: int) -> str:
             f"({ops}), widths {min(widths)}–{max(widths)}, {params / 1e6:.3f}M params")
     if not kept:  # a skip-collapsed search (the DARTS failure mode): say so instead of shipping it quietly
         line += (" — warning: depth search removed every normal layer, only sampling/fusion convs remain; "
-                 "search longer or pick best_genotype.json")
+                 "search longer, or take an earlier evaluation's genotype from arch_log.jsonl")
     return line
 
 
