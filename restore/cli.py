@@ -7,6 +7,7 @@ stays fast. A `RestoreError` is printed as one line (no traceback) with exit cod
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 from contextlib import contextmanager
@@ -261,7 +262,7 @@ def eval_(
     degradation: str = typer.Option("awgn:25", "--degradation", "-d", help="Synthetic degradation at fixed seeds: awgn:25, jpeg:20, rain, camera…"),
     model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Zoo name, run folder, dncnn:WEIGHTS, bm3d. Repeat for a side-by-side table."),
     task: Optional[str] = typer.Option(None, help="Task whose default model is scored when no -m is given "
-                                       "[default: from -d: jpeg → deblock, rain → derain, else denoise]."),
+                                       "[default: from -d: jpeg → deblock, rain → derain, camera → denoise-real, else denoise]."),
     channels: int = typer.Option(1, help="1 = evaluate on gray, 3 = on colour."),
     clean_dir: Optional[Path] = typer.Option(None, help="Real pairs: FOLDER holds degraded images, this folder the clean ones (same names)."),
     sigma: str = typer.Option("known", help="For σ-conditioned denoisers: 'known' (the test σ) or 'estimate' (blind)."),
@@ -276,7 +277,8 @@ def eval_(
     per_image: bool = typer.Option(False, "--per-image", help="Print every image, not just the means."),
 ):
     """PSNR/SSIM of models over a folder, side by side, at deterministic degradations."""
-    from restore.evaluate import EvalOptions, evaluate_models, render_markdown, task_for_degradation
+    from restore.evaluate import EvalOptions, evaluate_models, render_markdown
+    from restore.zoo.registry import task_for_degradation
 
     options = EvalOptions(degradation=degradation, channels=channels, crop=crop, y_channel=y_channel,
                           sigma_mode=sigma, tile=_tile_config(tile, overlap, not use_tiles), limit=limit,
@@ -346,7 +348,7 @@ def app_command(
 
     Needs gradio, from the package's app extra. Example: restore app --port 7860
     """
-    from restore.app import AppService, Limits, launch, require_gradio
+    from restore.app import AppService, Limits, check_port_free, launch, require_gradio
 
     if backend not in ("torch", "onnx"):
         raise RestoreError(f"unknown backend {backend!r} for the app (choose torch or onnx)")
@@ -355,6 +357,10 @@ def app_command(
     require_gradio()
     limits = Limits(max_pixels=max_pixels, max_upload_bytes=int(max_upload_mb * 2**20))
     service = AppService(backend=backend, device=device, tile=_tile_config(tile, overlap, False), limits=limits)
+    # `kill` (SIGTERM) stops the app as Ctrl+C does (gradio closes the server on KeyboardInterrupt),
+    # so the exit handlers still run and remove its scratch folder
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    check_port_free(host, port)  # before "starting…", so a taken port gives one error line only
     typer.echo(f"starting the restore app on http://{host}:{port} (Ctrl+C to stop)")
     # gradio itself prints the public link when sharing
     launch(service, host=host, port=port, share=share, concurrency=concurrency, queue_size=queue_size, quiet=not share)

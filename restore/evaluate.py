@@ -35,12 +35,6 @@ class EvalOptions:
     task: str = "denoise"
 
 
-def task_for_degradation(spec: str) -> str:
-    """The task whose default model undoes a degradation: `-d jpeg:20` scores the deblocker."""
-    kind = spec.split(":", 1)[0].strip().lower()
-    return {"jpeg": "deblock", "rain": "derain"}.get(kind, "denoise")
-
-
 @dataclass
 class System:
     name: str

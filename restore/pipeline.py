@@ -86,6 +86,18 @@ def is_gray_stored_as_colour(pixels: np.ndarray, *, rows: int = 256) -> bool:
     return True
 
 
+def _check_model_task(task: str, model: str) -> None:
+    """`restore denoise -m derain` is a slip, not a wish: refuse it with the command that fits
+    (denoise and denoise-real models both run under `restore denoise`)."""
+    from restore.restorer import entry_for_run
+    from restore.zoo.registry import get_entry
+
+    entry = entry_for_run(Path(model))[0] if Path(model).is_dir() else get_entry(model)
+    command = OUTPUT_TASK_NAMES.get(entry.task, entry.task)
+    if command != OUTPUT_TASK_NAMES.get(task, task):
+        raise RestoreError(f"{entry.name} is a {entry.task} model: run it with `restore {command} … -m {model}`")
+
+
 class _RestorerCache:
     """One restorer per image type (gray/colour) so mixed folders get the right default."""
 
@@ -115,6 +127,8 @@ def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: s
         output_dir = Path(output_dir)
         if output_dir.exists() and not output_dir.is_dir():
             raise RestoreError(f"--output-dir {output_dir} is a file, not a folder")
+    if model is not None:
+        _check_model_task(task, model)
     restorers = _RestorerCache(task, model, backend=backend, device=device, tile=tile, onnx_path=onnx_path,
                                dcn_plugin=dcn_plugin)
     report = Report(total=len(paths))

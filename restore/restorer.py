@@ -22,7 +22,7 @@ from restore.errors import RestoreError
 from restore.runtime.backends import TorchBackend
 from restore.runtime.noise import append_noise_map, estimate_sigma
 from restore.runtime.tiling import TileConfig, restore_tensor
-from restore.zoo.registry import ModelEntry, default_entry, get_entry, load_network, load_weights
+from restore.zoo.registry import ModelEntry, default_entry, get_entry, load_network, load_weights, task_for_degradation
 
 
 @dataclass
@@ -295,7 +295,7 @@ def entry_for_run(run_dir: Path) -> tuple[ModelEntry, Path]:
     cfg_path = run_dir / "config.json"
     if cfg_path.is_file():
         degradation = json.loads(cfg_path.read_text()).get("degradation", "awgn")
-        task = {"awgn": "denoise", "camera": "denoise-real", "rain": "derain", "jpeg": "deblock"}.get(degradation.split(":")[0], "denoise")
+        task = task_for_degradation(degradation)
     entry = ModelEntry(name=run_dir.name, task=task, channels=g.in_channels, noise_map=g.noise_map, space=g.space)
     return entry, weights
 

@@ -124,6 +124,33 @@ def test_model_choices_per_task(service):
     assert service.describe("deblock", AUTO) == "⚠️ no shipped model for task 'deblock' yet"
     with pytest.raises(RestoreError, match="no shipped model"):
         service.resolve("deblock", AUTO, 3)
+    with pytest.raises(RestoreError, match="test-blur-rgb is a derain model; for denoise pick one of: auto, test-blur"):
+        service.resolve("denoise", "test-blur-rgb", 3)
+
+
+def test_scratch_folder_is_removed_with_the_service(tmp_path):
+    import gc
+
+    service = AppService(catalog=FakeCatalog())
+    scratch = service.output_dir
+    assert scratch.is_dir()
+    del service
+    gc.collect()  # the service is gone: so is its scratch folder (also at interpreter exit)
+    assert not scratch.exists()
+    given = AppService(catalog=FakeCatalog(), output_dir=tmp_path / "mine").output_dir
+    gc.collect()
+    assert given.is_dir()  # a folder the user chose is theirs
+
+
+def test_try_it_beyond_the_trained_range_is_pointed_out():
+    from restore.app.handlers import _outside_range
+
+    deblock = ModelEntry("deblocker", "deblock", 1, level_range=(10, 90))
+    assert _outside_range(deblock, "jpeg:95") == ["deblocker was trained for quality 10–90; at 95 it may do more harm than good"]
+    assert _outside_range(deblock, "jpeg:20") == [] and _outside_range(deblock, None) == []
+    denoise = FakeCatalog.ENTRIES[0]
+    assert _outside_range(denoise, "awgn:25") == [] and _outside_range(denoise, "jpeg:95") == []
+    assert _outside_range(FakeCatalog.ENTRIES[2], "rain:heavy") == []
 
 
 def test_degradation_spec():
@@ -308,6 +335,13 @@ def test_served_app_via_client(served, connect, tmp_path):
     _, summary, _ = client.predict(handle_file(str(EXAMPLES / "monarch.png")), "denoise",
                                    **{**ARGS, "try_kind": "Gaussian noise (σ)"}, api_name="/restore")
     assert "| restored |" in summary
+    # an API call names another task's model directly (the list follows the task only in a browser)
+    _, summary, _ = client.predict(handle_file(str(EXAMPLES / "birds.png")), "derain",
+                                   **{**ARGS, "model": "test-blur-rgb"}, api_name="/restore")
+    assert "test-blur-rgb" in summary
+    with pytest.raises(Exception, match="test-blur-rgb is a derain model"):
+        client.predict(handle_file(str(EXAMPLES / "birds.png")), "denoise", **{**ARGS, "model": "test-blur-rgb"},
+                       api_name="/restore")
 
 
 @pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
@@ -334,3 +368,18 @@ def test_port_zero_picks_another_port_when_one_is_taken(service, monkeypatch):
     # gradio does not close the socket it probes a taken port with: finalise it here, under
     # this test's warning filter, rather than in whichever test runs the garbage collector next
     gc.collect()
+
+
+def test_app_on_a_taken_port_says_so_in_one_line():
+    from typer.testing import CliRunner
+
+    from restore.cli import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["app", "--port", str(busy)])
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: cannot serve on 127.0.0.1:{busy}: the port is already in use "
+                                     "(pick another with --port)")

@@ -72,6 +72,17 @@ def test_gray_picture_saved_as_rgb_gets_the_gray_model(tmp_path):
     assert all(np.array_equal(np.asarray(rgb)[..., c], gray) for c in range(3))
 
 
+def test_a_model_of_another_task_is_refused_with_the_right_command(tmp_path):
+    image = EXAMPLES / "rainy.png"
+    result = invoke("denoise", image, "-o", tmp_path, "-m", "derain")
+    assert result.exit_code == 2
+    assert "error: derain is a derain model: run it with `restore derain … -m derain`" in result.output
+    assert not list(tmp_path.iterdir())  # nothing written
+    result = invoke("denoise", EXAMPLES / "birds_noisy_s25.png", "-o", tmp_path, "-m", "denoise-real")
+    assert result.exit_code == 0, result.output  # camera noise is denoising too
+    assert (tmp_path / "birds_noisy_s25_denoise.png").is_file()
+
+
 def test_only_r_equal_g_equal_b_counts_as_gray():
     from restore.pipeline import is_gray_stored_as_colour
 

@@ -26,6 +26,24 @@ def test_colour_and_tiny_images():
     assert estimate_sigma(np.zeros((3, 3))) == 0.0
 
 
+@pytest.mark.parametrize("side", [16, 24, 32, 48, 64])
+def test_small_crops_are_estimated(side):
+    """Crops of a real photo down to the app's 16×16 minimum: σ is not read as 0 (it was,
+    below 32 px, as the patch covariance had fewer patches than dimensions)."""
+    from pathlib import Path
+
+    photo = Path(__file__).parents[1] / "restore/examples/monarch.png"
+    clean = np.asarray(Image.open(photo).convert("L"), dtype=np.float32) / 255
+    rng = np.random.default_rng(side)
+    for sigma in (10, 25, 50):
+        errors = []
+        for _ in range(5):
+            top, left = rng.integers(0, clean.shape[0] - side), rng.integers(0, clean.shape[1] - side)
+            crop = clean[top:top + side, left:left + side]
+            errors.append(estimate_sigma(crop + rng.normal(0, sigma / 255, crop.shape)) - sigma)
+        assert abs(np.mean(errors)) < 0.35 * sigma, (sigma, errors)
+
+
 def test_noise_map_channel():
     x = torch.rand(2, 3, 8, 9)
     y = append_noise_map(x, torch.tensor([25.0, 50.0]))

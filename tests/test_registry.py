@@ -30,7 +30,8 @@ def test_zoo_covers_the_issue_7_models_within_25_mb():
     assert default_entry("denoise", 3).name == "denoise-color"
     for name in ("denoise-gray", "denoise-color"):
         assert entries[name].noise_map and tuple(entries[name].level_range) == (0.0, 75.0)
-    assert entries["denoise-real"].task == "denoise" and entries["denoise-real"].channels == 3
+    assert entries["denoise-real"].task == "denoise-real" and entries["denoise-real"].channels == 3
+    assert default_entry("denoise-real", 3).name == "denoise-real"  # the app's "Real camera noise" task
     assert default_entry("deblock", 1) and default_entry("derain", 3)
     assert {e.space for e in entries.values()} >= {"modnas", "hinas"}
     folder = entries["denoise-gray"].weights_path.parents[1]

@@ -7,6 +7,7 @@ these functions; `handlers.py` holds the logic and never imports it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import sys
@@ -14,7 +15,7 @@ import sys
 from restore.app.handlers import AppService, Limits
 from restore.errors import RestoreError
 
-__all__ = ["AppService", "Limits", "build_demo", "launch", "require_gradio", "with_running_loop"]
+__all__ = ["AppService", "Limits", "build_demo", "check_port_free", "launch", "require_gradio", "with_running_loop"]
 
 
 def require_gradio():
@@ -64,6 +65,20 @@ def launch(service: AppService | None = None, *, host: str = "127.0.0.1", port: 
     if not prevent_thread_lock and not getattr(sys, "ps1", sys.flags.interactive):  # as gradio does
         demo.block_thread()  # until Ctrl+C
     return demo, url
+
+
+def check_port_free(host: str, port: int | None) -> None:
+    """One error line if `host:port` cannot be served (taken, or no such interface); the server
+    binds the same way (SO_REUSEADDR), so a port merely in TIME_WAIT does not count as taken."""
+    if not port:
+        return
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as exc:
+        reason = "the port is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise RestoreError(f"cannot serve on {host}:{port}: {reason} (pick another with --port)") from None
 
 
 def _free_port() -> int:

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -22,7 +23,7 @@ import numpy as np
 from restore.errors import RestoreError
 from restore.io import LoadedImage, read_image, save_like
 from restore.runtime.tiling import TileConfig
-from restore.zoo.registry import TASKS, ModelEntry
+from restore.zoo.registry import TASKS, ModelEntry, task_for_degradation
 
 AUTO = "auto"
 TASK_LABELS = {"denoise": "Denoise", "denoise-real": "Real camera noise", "derain": "Derain", "deblock": "Deblock (JPEG)"}
@@ -195,6 +196,23 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
+def _outside_range(entry: ModelEntry, degradation: str | None) -> list[str]:
+    """A note when "Try it" degrades beyond what the model was trained on (e.g. JPEG q95 for
+    a q10–90 deblocker): the result may then be worse than the input, and the user should know why."""
+    kind, _, level = (degradation or "").partition(":")
+    if not entry.level_range or task_for_degradation(kind) != entry.task:
+        return []
+    try:
+        value = float(level)
+    except ValueError:
+        return []
+    low, high = entry.level_range
+    if low <= value <= high:
+        return []
+    what = "quality" if kind == "jpeg" else "σ"
+    return [f"{entry.name} was trained for {what} {low:g}–{high:g}; at {value:g} it may do more harm than good"]
+
+
 class AppService:
     """The app's state: model catalog, restorer cache, limits and the output folder."""
 
@@ -203,8 +221,12 @@ class AppService:
         self.catalog = catalog or ZooCatalog()
         self.backend, self.limits = backend, limits
         self.cache = RestorerCache(self.catalog, backend=backend, device=device, tile=tile or TileConfig())
-        self.output_dir = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="restore-app-"))
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if output_dir:
+            self.output_dir = Path(output_dir)
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        else:  # our own scratch folder: removed with the service, or at interpreter exit
+            self.output_dir = Path(tempfile.mkdtemp(prefix="restore-app-"))
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self.output_dir, ignore_errors=True)
 
     # ---- model choices
     def model_choices(self, task: str) -> list[str]:
@@ -217,6 +239,9 @@ class AppService:
             return self.catalog.default(task, channels)
         for entry in self.catalog.entries():
             if entry.name == model:
+                if entry.task != task:  # e.g. an API call pairing derain with a denoiser
+                    raise RestoreError(f"{model} is a {entry.task} model; for {task} pick one of: "
+                                       f"{', '.join(self.model_choices(task))}")
                 return entry
         raise RestoreError(f"unknown model {model!r}; pick one from the list")
 
@@ -248,6 +273,7 @@ class AppService:
             sigma = None
         if not task.startswith("denoise"):
             sigma = None
+        notes += _outside_range(entry, degradation)
 
         clean = image.pixels if degradation else None
         model_input = degrade(clean, degradation) if degradation else image.pixels

@@ -102,7 +102,7 @@ def build_demo(service: AppService) -> gr.Blocks:
         # the model info is refreshed here too: the dropdown's value may stay "auto", so its
         # own change event would not fire
         return (gr.Dropdown(choices=service.model_choices(task), value=AUTO), service.describe(task, AUTO),
-                gr.Accordion(visible=task.startswith("denoise")))
+                gr.Accordion(visible=task == "denoise"))  # the other tasks' models take no σ
 
     def on_try_kind(kind):
         base = DEGRADATIONS.get(kind)
@@ -123,8 +123,11 @@ def build_demo(service: AppService) -> gr.Blocks:
                 gr.Examples(rows, inputs=[image, task, try_kind, try_sigma], example_labels=labels, label="Or pick an example")
                 task.render()
                 with gr.Group():
+                    # any task's model name passes the component (an API call sets task and model
+                    # together, before the list follows the task); the handler checks the pair
                     model = gr.Dropdown(service.model_choices("denoise"), value=AUTO, label="Model",
-                                        info="auto = the task's default for your image (gray or colour)")
+                                        info="auto = the task's default for your image (gray or colour)",
+                                        allow_custom_value=True)
                     model_info = gr.Markdown(service.describe("denoise", AUTO), elem_id="model-info")
                 run = gr.Button("Restore", variant="primary", size="lg", elem_id="run-button")
                 with gr.Accordion("Noise level", open=False) as noise_box:

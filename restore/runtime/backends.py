@@ -80,5 +80,6 @@ class TorchBackend:
         if self.device.startswith("cuda"):
             where = f"{self.device} ({torch.cuda.get_device_name(torch.device(self.device))})"
         else:
-            where = f"cpu ({torch.get_num_threads()} threads, channels_last)"
+            threads = torch.get_num_threads()
+            where = f"cpu ({threads} thread{'s' if threads != 1 else ''}, channels_last)"
         return f"torch {torch.__version__} on {where}"

@@ -33,6 +33,24 @@ def _patches(gray: np.ndarray, size: int, stride: int, max_patches: int) -> np.n
     return grid.reshape(-1, size * size).astype(np.float64)
 
 
+def _patch_count(shape: tuple[int, ...], patch: int, stride: int) -> int:
+    return max(0, (shape[0] - patch) // stride + 1) * max(0, (shape[1] - patch) // stride + 1)
+
+
+def _fit_to_small_image(shape: tuple[int, ...], patch: int, stride: int) -> tuple[int, int]:
+    """Patch size and stride that still give a usable covariance on a small image.
+
+    The patch covariance (patch² dimensions) needs many more patches than dimensions, or its
+    small eigenvalues are zeros of a rank-deficient matrix and σ comes out 0 (a noisy 24×24
+    crop read as σ = 0; 32² gave half the true σ). Small images therefore take every patch
+    (stride 1) and, below ~2·patch² patches, smaller patches. Large images are unaffected."""
+    while patch > 3 and _patch_count(shape, patch, 1) < 2 * patch * patch:
+        patch -= 2
+    if _patch_count(shape, patch, stride) < 16 * patch * patch:
+        stride = 1
+    return patch, stride
+
+
 def estimate_sigma(image: np.ndarray, *, patch: int = 7, stride: int = 3, max_patches: int = 60000) -> float:
     """Blind σ estimate (0–255 scale) of additive white Gaussian noise.
 
@@ -43,6 +61,7 @@ def estimate_sigma(image: np.ndarray, *, patch: int = 7, stride: int = 3, max_pa
     if img.ndim == 3:
         return float(np.median([estimate_sigma(img[..., c], patch=patch, stride=stride, max_patches=max_patches)
                                 for c in range(img.shape[2])]))
+    patch, stride = _fit_to_small_image(img.shape, patch, stride)
     if min(img.shape) < patch:
         return 0.0
     x = _patches(img, patch, stride, max_patches)

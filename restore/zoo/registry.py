@@ -21,6 +21,12 @@ from torch import nn
 from restore.errors import RestoreError
 
 TASKS = ("denoise", "denoise-real", "derain", "deblock")
+_TASK_OF_DEGRADATION = {"awgn": "denoise", "camera": "denoise-real", "rain": "derain", "jpeg": "deblock"}
+
+
+def task_for_degradation(spec: str) -> str:
+    """The task whose models undo a degradation spec: `jpeg:20` → deblock, `camera` → denoise-real."""
+    return _TASK_OF_DEGRADATION.get(spec.split(":", 1)[0].strip().lower(), "denoise")
 
 
 @dataclass(frozen=True)
