@@ -44,6 +44,14 @@ def test_small_crops_are_estimated(side):
         assert abs(np.mean(errors)) < 0.35 * sigma, (sigma, errors)
 
 
+def test_below_sixteen_pixels_counts_as_clean():
+    """On a few dozen pixels noise and content look alike (a 7×9 photo crop would get any σ):
+    below the app's 16-pixel minimum side the estimate is 0, so a blind denoiser leaves it be."""
+    noise = np.random.default_rng(0).normal(0.5, 25 / 255, (16, 40))
+    assert estimate_sigma(noise[:15]) == 0.0 and estimate_sigma(noise[:, :15]) == 0.0
+    assert abs(estimate_sigma(noise) - 25) < 5
+
+
 def test_noise_map_channel():
     x = torch.rand(2, 3, 8, 9)
     y = append_noise_map(x, torch.tensor([25.0, 50.0]))

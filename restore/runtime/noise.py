@@ -33,6 +33,10 @@ def _patches(gray: np.ndarray, size: int, stride: int, max_patches: int) -> np.n
     return grid.reshape(-1, size * size).astype(np.float64)
 
 
+# Smallest side σ is estimated on (the app's minimum upload); smaller images count as clean.
+MIN_SIDE = 16
+
+
 def _patch_count(shape: tuple[int, ...], patch: int, stride: int) -> int:
     return max(0, (shape[0] - patch) // stride + 1) * max(0, (shape[1] - patch) // stride + 1)
 
@@ -61,9 +65,9 @@ def estimate_sigma(image: np.ndarray, *, patch: int = 7, stride: int = 3, max_pa
     if img.ndim == 3:
         return float(np.median([estimate_sigma(img[..., c], patch=patch, stride=stride, max_patches=max_patches)
                                 for c in range(img.shape[2])]))
-    patch, stride = _fit_to_small_image(img.shape, patch, stride)
-    if min(img.shape) < patch:
+    if min(img.shape) < MIN_SIDE:  # a few dozen pixels cannot tell noise from content: leave them be
         return 0.0
+    patch, stride = _fit_to_small_image(img.shape, patch, stride)
     x = _patches(img, patch, stride, max_patches)
     x = x - x.mean(axis=0, keepdims=True)
     eig = np.sort(np.linalg.eigvalsh(x.T @ x / len(x)))  # ascending
