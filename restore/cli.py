@@ -70,6 +70,22 @@ def _root() -> None:
 # ------------------------------------------------------------------------------- train
 
 
+def _check_data_dirs(data: Optional[List[Path]]) -> None:
+    """`-d` is a degradation in `eval` but the data in `train`/`search`: a mixed-up `-d awgn:25`
+    gets the right flag, not just "folder not found"."""
+    from restore.data.degradations import degradation_from_spec
+
+    for folder in data or []:
+        if folder.exists():
+            continue
+        try:
+            degradation_from_spec(str(folder))
+        except RestoreError:
+            continue  # not a spec either: the data loader reports the missing folder
+        raise RestoreError(f"-d/--data takes folders of training images; {str(folder)!r} is a degradation: "
+                           f"use --degradation {folder}")
+
+
 @app.command()
 @user_errors
 def train(
@@ -98,6 +114,7 @@ def train(
     from restore.train.config import TrainConfig
     from restore.train.trainer import train as run_training
 
+    _check_data_dirs(data)
     overrides = dict(
         model=model,
         train_dirs=[str(p) for p in data] if data else None,
@@ -146,6 +163,7 @@ def search(
     from restore.search.config import SPACES
     from restore.search.searcher import NO_DATA
 
+    _check_data_dirs(data)
     if space is not None and space not in SPACES:
         raise RestoreError(f"--space must be one of {', '.join(SPACES)}, got {space!r}")
     overrides = dict(

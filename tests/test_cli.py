@@ -196,3 +196,14 @@ def test_models_info_and_eval(tmp_path, shared_dir):
     result = invoke("eval", set12, "-d", "awgn:25", "--markdown", md, "--json", tmp_path / "t.json")
     assert result.exit_code == 0, result.output
     assert "| input |" in md.read_text()
+
+
+@pytest.mark.parametrize("command", ["train", "search"])
+def test_a_degradation_given_as_data_gets_the_right_flag(tmp_path, command):
+    """`-d` is the degradation in `eval` but the data in `train`/`search`."""
+    result = invoke(command, "-d", "awgn:25", "--run", tmp_path / "run")
+    assert result.exit_code == 2
+    assert "error: -d/--data takes folders of training images; 'awgn:25' is a degradation: use --degradation awgn:25" in result.output
+    assert not (tmp_path / "run").exists()
+    result = invoke(command, "-d", tmp_path / "missing", "--run", tmp_path / "run")
+    assert result.exit_code == 2 and "image folder not found" in result.output
