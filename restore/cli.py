@@ -288,7 +288,7 @@ def eval_(
     y_channel: bool = typer.Option(False, "--y", help="Score colour images on the Y channel."),
     tile: int = TileOpt,
     overlap: int = OverlapOpt,
-    use_tiles: bool = typer.Option(False, "--tiled/--whole", help="Score tiled inference instead of whole-image inference."),
+    use_tiles: bool = typer.Option(False, "--tiled/--whole", help="Score tiled inference (--tile, as the restore commands run it) instead of whole images (the papers' protocol)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N images."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write per-image results as JSON."),
