@@ -92,7 +92,7 @@ def _check_model_task(task: str, model: str) -> None:
     from restore.restorer import entry_for_run
     from restore.zoo.registry import get_entry
 
-    entry = entry_for_run(Path(model))[0] if Path(model).is_dir() else get_entry(model)
+    entry = entry_for_run(Path(model))[0] if Path(model).is_dir() else get_entry(str(model))
     command = OUTPUT_TASK_NAMES.get(entry.task, entry.task)
     if command != OUTPUT_TASK_NAMES.get(task, task):
         raise RestoreError(f"{entry.name} is a {entry.task} model: run it with `restore {command} … -m {model}`")
