@@ -89,10 +89,9 @@ def is_gray_stored_as_colour(pixels: np.ndarray, *, rows: int = 256) -> bool:
 def _check_model_task(task: str, model: str) -> None:
     """`restore denoise -m derain` is a slip, not a wish: refuse it with the command that fits
     (denoise and denoise-real models both run under `restore denoise`)."""
-    from restore.restorer import entry_for_run
-    from restore.zoo.registry import get_entry
+    from restore.restorer import entry_for
 
-    entry = entry_for_run(Path(model))[0] if Path(model).is_dir() else get_entry(str(model))
+    entry = entry_for(model)  # the entry only: loading (or a TensorRT build) waits for the first file
     command = OUTPUT_TASK_NAMES.get(entry.task, entry.task)
     if command != OUTPUT_TASK_NAMES.get(task, task):
         raise RestoreError(f"{entry.name} is a {entry.task} model: run it with `restore {command} … -m {model}`")

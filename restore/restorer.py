@@ -309,6 +309,11 @@ def run_network(run_dir: Path) -> tuple[nn.Module, ModelEntry]:
     return load_weights(build(load_genotype(run_dir / "genotype.json")), weights).eval(), entry
 
 
+def entry_for(name: str | Path) -> ModelEntry:
+    """The entry `network_for(name)` would load, without loading any weights."""
+    return entry_for_run(Path(name))[0] if Path(str(name)).is_dir() else get_entry(str(name))
+
+
 def network_for(name: str | Path) -> tuple[nn.Module, ModelEntry]:
     """A zoo model by name or a training run folder: its network (eval mode) and entry."""
     if Path(str(name)).is_dir():

@@ -33,7 +33,7 @@ def _patches(gray: np.ndarray, size: int, stride: int, max_patches: int) -> np.n
     return grid.reshape(-1, size * size).astype(np.float64)
 
 
-# Smallest side σ is estimated on (the app's minimum upload); smaller images count as clean.
+# Smallest side σ is estimated on: below it noise and content cannot be told apart, so the image counts as clean.
 MIN_SIDE = 16
 
 
