@@ -366,7 +366,7 @@ def app_command(
 
     Needs gradio, from the package's app extra. Example: restore app --port 7860
     """
-    from restore.app import AppService, Limits, check_port_free, launch, require_gradio
+    from restore.app import AppService, Limits, launch, require_gradio
 
     if backend not in ("torch", "onnx"):
         raise RestoreError(f"unknown backend {backend!r} for the app (choose torch or onnx)")
@@ -378,10 +378,10 @@ def app_command(
     # `kill` (SIGTERM) stops the app as Ctrl+C does (gradio closes the server on KeyboardInterrupt),
     # so the exit handlers still run and remove its scratch folder
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    check_port_free(host, port)  # before "starting…", so a taken port gives one error line only
-    typer.echo(f"starting the restore app on http://{host}:{port} (Ctrl+C to stop)")
-    # gradio itself prints the public link when sharing
-    launch(service, host=host, port=port, share=share, concurrency=concurrency, queue_size=queue_size, quiet=not share)
+    # printed once the server listens, so a taken port gives the error line alone; gradio
+    # itself prints the public link when sharing
+    launch(service, host=host, port=port, share=share, concurrency=concurrency, queue_size=queue_size, quiet=not share,
+           on_ready=lambda url: typer.echo(f"the restore app is running on {url} (Ctrl+C to stop)"))
 
 
 # ------------------------------------------------------------------------------- export / bench

@@ -346,7 +346,8 @@ def test_served_app_via_client(served, connect, tmp_path):
 
 @pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
 def test_port_zero_picks_another_port_when_one_is_taken(service, monkeypatch):
-    """`launch(port=0)` picks a free port; if another process binds it first, it picks again."""
+    """`launch(port=0)` picks a free port; if another process binds it first, it picks again;
+    `on_ready` hears the URL only once the server listens."""
     import gc
 
     import httpx
@@ -360,8 +361,10 @@ def test_port_zero_picks_another_port_when_one_is_taken(service, monkeypatch):
         busy = taken.getsockname()[1]
         picks = iter([busy])  # first the taken port, then real picks
         monkeypatch.setattr(restore.app, "_free_port", lambda: next(picks, None) or pick())
-        with serving(service) as (_, url):
+        ready = []
+        with serving(service, on_ready=ready.append) as (_, url):
             assert next(picks, None) is None  # the taken port was tried
+            assert ready == [url]  # told once, with the port actually served
             port = int(url.rstrip("/").rsplit(":", 1)[1])
             assert port != busy and url == f"http://127.0.0.1:{port}/"
             assert httpx.get(url, timeout=30).status_code == 200
@@ -383,3 +386,18 @@ def test_app_on_a_taken_port_says_so_in_one_line():
     assert result.exit_code == 2
     assert result.output.strip() == (f"error: cannot serve on 127.0.0.1:{busy}: the port is already in use "
                                      "(pick another with --port)")
+
+
+# uvicorn's server thread ends with SystemExit on a failed bind (Python ignores that in threads)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_app_on_an_address_this_machine_lacks_says_so_in_one_line():
+    """uvicorn's own bind error log is muted: the one error line says it."""
+    from typer.testing import CliRunner
+
+    from restore.cli import app
+
+    result = CliRunner().invoke(app, ["app", "--host", "192.0.2.1", "--port", "7999"])  # TEST-NET-1: never local
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot serve on 192.0.2.1:7999: "), result.output
+    assert lines[0].endswith("(check --host and --port)")

@@ -164,10 +164,8 @@ def serve(demo: gr.Blocks, limits: Limits, *, host: str, port: int | None, share
     theme = gr.themes.Soft(primary_hue="teal", neutral_hue="slate",
                            font=["ui-sans-serif", "system-ui", "sans-serif"],  # no web-font download
                            font_mono=["ui-monospace", "monospace"])
-    try:
-        _, url, _ = demo.launch(server_name=host, server_port=port, share=share, max_file_size=limits.max_upload_bytes,
-                                prevent_thread_lock=prevent_thread_lock, quiet=quiet, show_error=False, ssr_mode=False,
-                                theme=theme, css=CSS)
-    except OSError as exc:  # port taken, bad host: one line, not gradio's traceback
-        raise RestoreError(f"cannot serve on {host}:{port}: {str(exc).split('. ')[0]}") from None
+    # an OSError (port taken, bad host) is turned into one line by `launch`
+    _, url, _ = demo.launch(server_name=host, server_port=port, share=share, max_file_size=limits.max_upload_bytes,
+                            prevent_thread_lock=prevent_thread_lock, quiet=quiet, show_error=False, ssr_mode=False,
+                            theme=theme, css=CSS)
     return url
