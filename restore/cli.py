@@ -198,6 +198,8 @@ RuntimeDcnPluginOpt = typer.Option(
          "ModulatedDeformConv2d plugin; 'restore': the project's Triton plugin (TensorRT >= 10.6 + triton; "
          "also takes asymmetric padding).")
 OverlapOpt = typer.Option(16, "--overlap", help="Overlap between tiles, blended with smooth weights.")
+EnsembleOpt = typer.Option(False, "--ensemble", help="Average the model over the 8 flips/rotations of the image: "
+                           "a little more quality (≈ +0.1 dB) for 8× the time.")
 
 
 def _tile_config(tile: int, overlap: int, no_tile: bool, batch: int = 16):
@@ -220,7 +222,7 @@ def _check_trt_backend(backend: str, dcn_plugin: Optional[str]) -> None:
 
 def _run_task(task: str, inputs: List[str], output_dir: Optional[Path], model: Optional[str], sigma: Optional[float],
               tile: int, overlap: int, no_tile: bool, backend: str, device: str, overwrite: bool, max_pixels: int,
-              onnx_file: Optional[Path], dcn_plugin: Optional[str] = None) -> None:
+              onnx_file: Optional[Path], dcn_plugin: Optional[str] = None, ensemble: bool = False) -> None:
     from restore.pipeline import restore_files
 
     _check_trt_backend(backend, dcn_plugin)
@@ -229,7 +231,7 @@ def _run_task(task: str, inputs: List[str], output_dir: Optional[Path], model: O
     report = restore_files(
         task, inputs, output_dir=output_dir, model=model, sigma=sigma, tile=_tile_config(tile, overlap, no_tile),
         backend=backend, device=device, overwrite=overwrite, max_pixels=max_pixels, onnx_path=onnx_file,
-        dcn_plugin=dcn_plugin, echo=lambda line: typer.echo(line),
+        dcn_plugin=dcn_plugin, ensemble=ensemble, echo=lambda line: typer.echo(line),
     )
     if report.failed:
         _fail(f"{len(report.failed)} of {report.total} file(s) failed", code=1)
@@ -250,9 +252,10 @@ def _task_command(task: str, summary: str, sigma_help: Optional[str]):
         max_pixels: int = typer.Option(100_000_000, "--max-pixels", help="Refuse images with more pixels than this."),
         onnx_file: Optional[Path] = typer.Option(None, "--onnx-file", help="With --backend onnx/tensorrt: an exported model to run."),
         dcn_plugin: Optional[str] = RuntimeDcnPluginOpt,
+        ensemble: bool = EnsembleOpt,
     ):
         _run_task(task, inputs, output_dir, model, sigma, tile, overlap, no_tile, backend, device, overwrite, max_pixels,
-                  onnx_file, dcn_plugin)
+                  onnx_file, dcn_plugin, ensemble)
 
     command.__doc__ = summary
     return user_errors(command)
@@ -278,7 +281,7 @@ app.command("deblock")(_task_command("deblock", "Remove JPEG compression artifac
 def eval_(
     folder: Path = typer.Argument(..., help="Folder of clean test images."),
     degradation: str = typer.Option("awgn:25", "--degradation", "-d", help="Synthetic degradation at fixed seeds: awgn:25, jpeg:20, rain, camera…"),
-    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Zoo name, run folder, dncnn:WEIGHTS, bm3d. Repeat for a side-by-side table."),
+    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Zoo name, run folder, dncnn:WEIGHTS, bm3d; NAME+x8 adds the ×8 self-ensemble. Repeat for a side-by-side table."),
     task: Optional[str] = typer.Option(None, help="Task whose default model is scored when no -m is given "
                                        "[default: from -d: jpeg → deblock, rain → derain, camera → denoise-real, else denoise]."),
     channels: int = typer.Option(1, help="1 = evaluate on gray, 3 = on colour."),

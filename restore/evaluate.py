@@ -50,17 +50,25 @@ def _known_sigma(options: EvalOptions) -> float | None:
     return deg.sigma if isinstance(deg, AWGN) else None
 
 
+ENSEMBLE_SUFFIX = "+x8"  # `-m denoise-gray+x8`: that model with the ×8 self-ensemble
+
+
 def _zoo_system(spec: str | None, options: EvalOptions) -> System:
     from restore.restorer import load
     from restore.runtime.profile import count_parameters, flops_per_megapixel
 
-    restorer = load(spec, task=options.task, channels=options.channels, tile=options.tile or TileConfig(tile=None))
+    ensemble = spec is not None and spec.endswith(ENSEMBLE_SUFFIX)
+    if ensemble:
+        spec = spec.removesuffix(ENSEMBLE_SUFFIX) or None  # "+x8" alone: the task's default model
+    restorer = load(spec, task=options.task, channels=options.channels, tile=options.tile or TileConfig(tile=None),
+                    ensemble=ensemble)
     sigma = _known_sigma(options) if options.sigma_mode == "known" and restorer.entry.noise_map else None
     if options.sigma_mode not in ("known", "estimate"):
         raise RestoreError("--sigma must be 'known' or 'estimate'")
-    label = restorer.name + (" (σ estimated)" if restorer.entry.noise_map and sigma is None else "")
+    label = restorer.name + (" ×8" if ensemble else "")
+    label += " (σ estimated)" if restorer.entry.noise_map and sigma is None else ""
     in_channels = restorer.entry.channels + (1 if restorer.entry.noise_map else 0)
-    flops = flops_per_megapixel(restorer.module, in_channels)
+    flops = flops_per_megapixel(restorer.module, in_channels) * (8 if ensemble else 1)
     # a gray model serves colour images channel by channel: three passes per pixel
     if restorer.entry.channels == 1 and options.channels == 3:
         flops *= 3

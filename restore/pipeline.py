@@ -115,7 +115,7 @@ class _RestorerCache:
 def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: str | None = None,
                   sigma: float | None = None, tile: TileConfig | None = None, backend: str = "torch",
                   device: str = "auto", overwrite: bool = False, max_pixels: int | None = None,
-                  onnx_path: Path | None = None, dcn_plugin: str | None = None,
+                  onnx_path: Path | None = None, dcn_plugin: str | None = None, ensemble: bool = False,
                   echo: Callable[[str], None] = print) -> Report:
     if sigma is not None and not (math.isfinite(sigma) and sigma >= 0):  # once, not once per file
         raise RestoreError(f"--sigma must be a finite number ≥ 0, got {sigma:g}")
@@ -129,7 +129,7 @@ def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: s
     if model is not None:
         _check_model_task(task, model)
     restorers = _RestorerCache(task, model, backend=backend, device=device, tile=tile, onnx_path=onnx_path,
-                               dcn_plugin=dcn_plugin)
+                               dcn_plugin=dcn_plugin, ensemble=ensemble)
     report = Report(total=len(paths))
     single = len(paths) == 1
     outputs = _plan_outputs(paths, task, output_dir)
@@ -156,7 +156,7 @@ def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: s
         report.written.append(dst)
         info = restorer.last
         sigma_note = f", σ {'=' if sigma is not None else '≈'} {info.sigma:.1f}" if info.sigma is not None else ""
-        echo(f"{src} → {dst}  ({restorer.name}{sigma_note}, {info.seconds:.2f} s)")
+        echo(f"{src} → {dst}  ({restorer.name}{' ×8' if ensemble else ''}{sigma_note}, {info.seconds:.2f} s)")
     if not single:
         echo(f"{len(report.written)} restored, {len(report.failed)} failed, of {report.total} file(s)")
     return report

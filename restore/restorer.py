@@ -20,6 +20,7 @@ from torch import nn
 
 from restore.errors import RestoreError
 from restore.runtime.backends import TorchBackend
+from restore.runtime.ensemble import SelfEnsemble
 from restore.runtime.noise import append_noise_map, estimate_sigma
 from restore.runtime.tiling import TileConfig, restore_tensor
 from restore.zoo.registry import ModelEntry, default_entry, get_entry, load_network, load_weights, task_for_degradation
@@ -61,8 +62,11 @@ def make_backend(kind: str, module: nn.Module, *, device: str, entry: ModelEntry
 
 class Restorer:
     def __init__(self, module: nn.Module, entry: ModelEntry, *, backend: str = "torch", device: str = "auto",
-                 tile: TileConfig | None = None, onnx_path: str | Path | None = None, dcn_plugin: str | None = None):
+                 tile: TileConfig | None = None, onnx_path: str | Path | None = None, dcn_plugin: str | None = None,
+                 ensemble: bool = False):
+        """`ensemble`: average the 8 flips/rotations of every tile (`SelfEnsemble`; 8× the time)."""
         self.entry = entry
+        self.ensemble = ensemble
         self.module = module.eval()
         self.size_multiple = int(getattr(module, "size_multiple", 1))
         self.tile = tile if tile is not None else TileConfig()
@@ -123,6 +127,8 @@ class Restorer:
             fn = _WithNoiseMap(self.backend, used_sigma)
         elif sigma is not None and self.task.startswith("denoise"):
             raise RestoreError(f"model {self.name!r} is trained for one noise level and takes no --sigma")
+        if self.ensemble:
+            fn = SelfEnsemble(fn)
         h, w, c = pixels.shape
         # gray model: each channel alone; colour model: all channels (a gray image replicated)
         groups = [slice(k, k + 1) for k in range(c)] if self.channels == 1 else [slice(0, c)]
@@ -324,14 +330,15 @@ def network_for(name: str | Path) -> tuple[nn.Module, ModelEntry]:
 
 def load(name: str | Path | None = None, *, task: str = "denoise", channels: int = 1, backend: str = "torch",
          device: str = "auto", tile: TileConfig | None = None, onnx_path: str | Path | None = None,
-         dcn_plugin: str | None = None) -> Restorer:
+         dcn_plugin: str | None = None, ensemble: bool = False) -> Restorer:
     """A ready-to-use restorer: a zoo model name, a training run folder, or the task default.
 
-    `dcn_plugin` (TensorRT backend only): "builtin" or "restore", see `make_backend`."""
+    `dcn_plugin` (TensorRT backend only): "builtin" or "restore", see `make_backend`;
+    `ensemble`: the ×8 self-ensemble, see `Restorer`."""
     if name is None:
         entry = default_entry(task, channels)
         module = load_network(entry)
     else:
         module, entry = network_for(name)
     return Restorer(module, entry, backend=backend, device=device, tile=tile, onnx_path=onnx_path,
-                    dcn_plugin=dcn_plugin)
+                    dcn_plugin=dcn_plugin, ensemble=ensemble)
