@@ -89,7 +89,7 @@ def _check_data_dirs(data: Optional[List[Path]]) -> None:
 @app.command()
 @user_errors
 def train(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Preset (`restore info --presets`), zoo model (its architecture, trained anew) or genotype JSON file [default: modnas-b]."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Preset (`restore info --presets`), zoo model (its architecture, trained anew) or genotype JSON file (default: modnas-b)."),
     data: Optional[List[Path]] = typer.Option(None, "--data", "-d", help="Folder(s) of clean training images."),
     run: Path = typer.Option(Path("runs/train"), "--run", "-r", help="Run directory (config, logs, checkpoints). Re-running resumes."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="JSON config (keys of TrainConfig); flags override it."),
@@ -283,7 +283,7 @@ def eval_(
     degradation: str = typer.Option("awgn:25", "--degradation", "-d", help="Synthetic degradation at fixed seeds: awgn:25, jpeg:20, rain, camera…"),
     model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Zoo name, run folder, dncnn:WEIGHTS, bm3d; NAME+x8 adds the ×8 self-ensemble. Repeat for a side-by-side table."),
     task: Optional[str] = typer.Option(None, help="Task whose default model is scored when no -m is given "
-                                       "[default: from -d: jpeg → deblock, rain → derain, camera → denoise-real, else denoise]."),
+                                       "(default: from -d: jpeg → deblock, rain → derain, camera → denoise-real, else denoise)."),
     channels: int = typer.Option(1, help="1 = evaluate on gray, 3 = on colour."),
     clean_dir: Optional[Path] = typer.Option(None, help="Real pairs: FOLDER holds degraded images, this folder the clean ones (same names)."),
     sigma: str = typer.Option("known", help="For σ-conditioned denoisers: 'known' (the test σ) or 'estimate' (blind)."),

@@ -36,6 +36,21 @@ def test_help_is_fast_and_light():
     assert out.stdout.strip() == "[]"
 
 
+def test_no_help_text_is_eaten_as_markup():
+    """Rich, which renders --help, drops anything that looks like a style tag, e.g.
+    "[default: x]" written into a help string: every help text must show in full."""
+    import re
+
+    import typer
+
+    command = typer.main.get_command(app)
+    texts = [(name, param.name, getattr(param, "help", None) or "")
+             for name, sub in command.commands.items() for param in sub.params]
+    texts += [(name, "(doc)", sub.help or "") for name, sub in command.commands.items()]
+    eaten = [(c, p, t) for c, p, t in texts if re.search(r"(?<!\\)\[[a-z][^\]]*\]", t)]
+    assert not eaten
+
+
 def test_warnings_print_one_line():
     """The installed command shows a warning's text, not the source line that raised it."""
     code = ("import sys, warnings\nfrom restore import cli\nsys.argv = ['restore', 'models']\n"
