@@ -103,8 +103,8 @@ def train(
     loss: Optional[str] = typer.Option(None, help="mse or mse+logssim."),
     val_dir: Optional[Path] = typer.Option(None, help="Validation folder (default: hold out training images)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
-    seed: Optional[int] = typer.Option(None),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    seed: Optional[int] = typer.Option(None, help="Random seed (data split, patches, init) for a repeatable run (default: the config's, 0)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on a terminal (log lines on a pipe); --no-progress shows neither, e.g. under nohup. RUN/log.txt gets every line anyway."),
 ):
     """Train a derived network (a preset or a searched genotype). Resumes if RUN has a checkpoint.
 
@@ -151,8 +151,8 @@ def search(
     degradation: Optional[str] = typer.Option(None, help="awgn:25, awgn:0-75, jpeg:10-90, rain, camera, …"),
     channels: Optional[int] = typer.Option(None, help="1 = gray, 3 = colour."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
-    seed: Optional[int] = typer.Option(None),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    seed: Optional[int] = typer.Option(None, help="Random seed (data split, patches, init) for a repeatable run (default: the config's, 0)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on a terminal (log lines on a pipe); --no-progress shows neither, e.g. under nohup. RUN/log.txt gets every line anyway."),
 ):
     """Search an architecture (MoD-NAS or HiNAS supernet) and write RUN/genotype.json. Resumes if RUN has a checkpoint.
 
