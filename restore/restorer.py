@@ -110,8 +110,11 @@ class Restorer:
             return self._restore_numpy(image, sigma=sigma, progress=progress)
         raise RestoreError(f"cannot restore a {type(image).__name__}: pass a numpy array, PIL image or tensor")
 
-    def restore_array(self, pixels: np.ndarray, *, sigma: float | None = None, progress=None) -> np.ndarray:
+    def restore_array(self, pixels: np.ndarray, *, sigma: float | None = None, progress=None,
+                      ensemble: bool | None = None) -> np.ndarray:
         """H×W×C float32 in [0,1] → H×W×C float32 in [0,1] (C = 1 or 3).
+
+        `ensemble` overrides the restorer's own setting for this call (the app's checkbox).
 
         Memory stays a small multiple of the image: a gray model restores a colour image one
         channel at a time, the σ map is appended per batch of tiles (not as a full-size
@@ -127,7 +130,7 @@ class Restorer:
             fn = _WithNoiseMap(self.backend, used_sigma)
         elif sigma is not None and self.task.startswith("denoise"):
             raise RestoreError(f"model {self.name!r} is trained for one noise level and takes no --sigma")
-        if self.ensemble:
+        if self.ensemble if ensemble is None else ensemble:
             fn = SelfEnsemble(fn)
         h, w, c = pixels.shape
         # gray model: each channel alone; colour model: all channels (a gray image replicated)

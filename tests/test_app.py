@@ -27,7 +27,7 @@ from restore.zoo.registry import ModelEntry
 
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # gradio's own pandas deprecations
 EXAMPLES = Path(__file__).resolve().parents[1] / "restore" / "examples"
-ARGS = dict(model=AUTO, auto_sigma=True, sigma=25, try_kind="none", try_sigma=25, try_quality=20)
+ARGS = dict(model=AUTO, auto_sigma=True, sigma=25, try_kind="none", try_sigma=25, try_quality=20, ensemble=False)
 
 
 class Blur(nn.Module):
@@ -281,8 +281,15 @@ def test_shipped_zoo_denoiser(tmp_path):
         ZooCatalog().default("denoise", 1)
     except RestoreError:
         pytest.skip("the zoo has no denoising model yet")
-    r = AppService(output_dir=tmp_path).run(EXAMPLES / "monarch.png", task="denoise", degradation="awgn:25")
+    service = AppService(output_dir=tmp_path)
+    r = service.run(EXAMPLES / "monarch.png", task="denoise", degradation="awgn:25")
     assert r.metrics["psnr_out"] > r.metrics["psnr_in"] + 3
+    # the checkbox: this request only, averaged over 8 flips/rotations (+0.15 dB here), and said so
+    averaged = service.run(EXAMPLES / "monarch.png", task="denoise", degradation="awgn:25", ensemble=True)
+    assert averaged.metrics["psnr_out"] > r.metrics["psnr_out"] + 0.08
+    assert "×8 self-ensemble" in averaged.summary and "×8" not in r.summary
+    again = service.run(EXAMPLES / "monarch.png", task="denoise", degradation="awgn:25")
+    assert again.metrics == r.metrics  # the cached restorer was not left averaging
 
 
 # --------------------------------------------------------------------------- CLI
@@ -334,7 +341,10 @@ def test_served_app_via_client(served, connect, tmp_path):
     # the server survived and still answers
     _, summary, _ = client.predict(handle_file(str(EXAMPLES / "monarch.png")), "denoise",
                                    **{**ARGS, "try_kind": "Gaussian noise (σ)"}, api_name="/restore")
-    assert "| restored |" in summary
+    assert "| restored |" in summary and "×8" not in summary
+    _, summary, _ = client.predict(handle_file(str(EXAMPLES / "monarch.png")), "denoise",
+                                   **{**ARGS, "ensemble": True}, api_name="/restore")
+    assert "×8 self-ensemble" in summary
     # an API call names another task's model directly (the list follows the task only in a browser)
     _, summary, _ = client.predict(handle_file(str(EXAMPLES / "birds.png")), "derain",
                                    **{**ARGS, "model": "test-blur-rgb"}, api_name="/restore")

@@ -194,6 +194,7 @@ class Result:
     sigma: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    ensemble: bool = False  # averaged over the 8 flips/rotations
 
 
 def _outside_range(entry: ModelEntry, degradation: str | None) -> list[str]:
@@ -262,7 +263,7 @@ class AppService:
 
     # ---- one request
     def run(self, image_path, *, task: str, model: str = AUTO, sigma: float | None = None,
-            degradation: str | None = None, progress: Progress | None = None) -> Result:
+            degradation: str | None = None, ensemble: bool = False, progress: Progress | None = None) -> Result:
         report = progress or (lambda fraction, message: None)
         report(0.0, "reading the image")
         image = load_upload(image_path, self.limits)
@@ -281,7 +282,7 @@ class AppService:
         slot = self.cache.get(entry)
         tiles = lambda done, total: report(0.1 + 0.85 * done / max(total, 1), f"restoring: tile {done}/{total}")
         with slot.lock:
-            restored = slot.restorer.restore_array(model_input, sigma=sigma, progress=tiles)
+            restored = slot.restorer.restore_array(model_input, sigma=sigma, progress=tiles, ensemble=ensemble)
             info = slot.restorer.last
             if slot.profile is None:
                 slot.profile = _profile(slot.restorer)
@@ -289,7 +290,8 @@ class AppService:
         download = self._write(restored, image, image_path, task)
         metrics = quality_metrics(clean, model_input, restored) if clean is not None else {}
         result = Result(before=to_display(model_input), after=to_display(restored), download=download, summary="",
-                        model=entry.name, seconds=info.seconds, sigma=info.sigma, metrics=metrics, notes=notes)
+                        model=entry.name, seconds=info.seconds, sigma=info.sigma, metrics=metrics, notes=notes,
+                        ensemble=ensemble)
         result.summary = summarize(result, entry, slot.profile, info.backend, sigma_given=sigma is not None,
                                    colour_by_gray=entry.channels == 1 and image.pixels.shape[2] == 3)
         report(1.0, "done")
@@ -327,7 +329,7 @@ def summarize(result: Result, entry: ModelEntry, profile, backend: str, *, sigma
         cost = f"{_count(profile.params)} parameters · {profile.flops_per_mp / 1e9:.1f} GFLOPs/MP{per_channel}"
     lines = [
         f"**Model** {entry.name} · {cost}",
-        f"**This request** {result.seconds:.2f} s on {backend}",
+        f"**This request** {result.seconds:.2f} s on {backend}" + (" · ×8 self-ensemble" if result.ensemble else ""),
     ]
     if result.sigma is not None:
         lines.append(f"**Noise level** σ {'=' if sigma_given else '≈'} {result.sigma:.1f}" + ("" if sigma_given else " (estimated)"))

@@ -87,10 +87,11 @@ def build_demo(service: AppService) -> gr.Blocks:
     limits = service.limits
     tasks = [(label, task) for task, label in TASK_LABELS.items()]
 
-    def restore(image, task, model, auto_sigma, sigma, try_kind, try_sigma, try_quality, progress=gr.Progress()):
+    def restore(image, task, model, auto_sigma, sigma, try_kind, try_sigma, try_quality, ensemble,
+                progress=gr.Progress()):
         try:
             result = service.run(image, task=task, model=model, sigma=None if auto_sigma else float(sigma),
-                                 degradation=degradation_spec(try_kind, try_sigma, try_quality),
+                                 degradation=degradation_spec(try_kind, try_sigma, try_quality), ensemble=bool(ensemble),
                                  progress=lambda fraction, message: progress(fraction, desc=message))
         except Exception as exc:  # the server must survive any input
             raise _error(exc) from None
@@ -129,6 +130,8 @@ def build_demo(service: AppService) -> gr.Blocks:
                                         info="auto = the task's default for your image (gray or colour)",
                                         allow_custom_value=True)
                     model_info = gr.Markdown(service.describe("denoise", AUTO), elem_id="model-info")
+                    ensemble = gr.Checkbox(False, label="Extra quality: average 8 flips/rotations (8× slower)",
+                                           elem_id="ensemble")
                 run = gr.Button("Restore", variant="primary", size="lg", elem_id="run-button")
                 with gr.Accordion("Noise level", open=False) as noise_box:
                     auto_sigma = gr.Checkbox(True, label="Estimate automatically")
@@ -151,7 +154,7 @@ def build_demo(service: AppService) -> gr.Blocks:
         model.change(service.describe, [task, model], model_info, **ui)
         auto_sigma.change(lambda auto: gr.Slider(interactive=not auto), auto_sigma, sigma, **ui)
         try_kind.change(on_try_kind, try_kind, [try_sigma, try_quality, try_box], **ui)
-        run.click(restore, [image, task, model, auto_sigma, sigma, try_kind, try_sigma, try_quality],
+        run.click(restore, [image, task, model, auto_sigma, sigma, try_kind, try_sigma, try_quality, ensemble],
                   [slider, facts, download], api_name="restore"
                   ).success(lambda: gr.DownloadButton(interactive=True), None, download, **ui)
     return demo
