@@ -34,6 +34,7 @@ class RunInfo:
     seconds: float = 0.0
     backend: str = ""
     tiles: int = 0
+    ensemble: bool = False  # averaged over the 8 flips/rotations
     extra: dict = field(default_factory=dict)
 
 
@@ -130,7 +131,8 @@ class Restorer:
             fn = _WithNoiseMap(self.backend, used_sigma)
         elif sigma is not None and self.task.startswith("denoise"):
             raise RestoreError(f"model {self.name!r} is trained for one noise level and takes no --sigma")
-        if self.ensemble if ensemble is None else ensemble:
+        ensemble = self.ensemble if ensemble is None else ensemble
+        if ensemble:
             fn = SelfEnsemble(fn)
         h, w, c = pixels.shape
         # gray model: each channel alone; colour model: all channels (a gray image replicated)
@@ -149,7 +151,8 @@ class Restorer:
                 out = out.mean(dim=1, keepdim=True)
             result[..., group] = out[0].clamp_(0, 1).permute(1, 2, 0).numpy()
             del out
-        self.last = RunInfo(sigma=used_sigma, seconds=time.perf_counter() - t0, backend=self.backend.describe())
+        self.last = RunInfo(sigma=used_sigma, seconds=time.perf_counter() - t0, backend=self.backend.describe(),
+                            ensemble=ensemble)
         return result
 
     def _valid_sigma(self, sigma) -> float:

@@ -291,7 +291,7 @@ class AppService:
         metrics = quality_metrics(clean, model_input, restored) if clean is not None else {}
         result = Result(before=to_display(model_input), after=to_display(restored), download=download, summary="",
                         model=entry.name, seconds=info.seconds, sigma=info.sigma, metrics=metrics, notes=notes,
-                        ensemble=ensemble)
+                        ensemble=info.ensemble)
         result.summary = summarize(result, entry, slot.profile, info.backend, sigma_given=sigma is not None,
                                    colour_by_gray=entry.channels == 1 and image.pixels.shape[2] == 3)
         report(1.0, "done")
