@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,10 +70,30 @@ def test_rain_statistics_table_and_figure(shared_dir, tmp_path, monkeypatch):
     rows = bench.table(backgrounds=2, limit=2)
     assert list(rows) == ["Rain100H (rainy − clean)", *(f"`rain:{s}` over BSD200" for s in bench.STYLES)]
     assert all(len(v) == len(bench.COLUMNS) for v in rows.values())
-    assert 8 < rows["Rain100H (rainy − clean)"][-1] < 16  # input PSNR of heavy rain
+    psnr = bench.AMOUNT.index("input PSNR (dB)")
+    assert 8 < rows["Rain100H (rainy − clean)"][psnr] < 16  # input PSNR of heavy rain
     assert rows["`rain:light` over BSD200"][0] < rows["`rain:torrent` over BSD200"][0] / 3
-    assert "| `rain:torrent` over BSD200 | " in bench.markdown(rows)
+    # streaks: neighbours across a streak correlate more than 8 px apart, along it more than across
+    for v in rows.values():
+        ac = dict(zip(bench.COLUMNS, v))
+        assert ac["ac x 2"] > ac["ac x 8"] and ac["ac y 8"] > ac["ac x 8"]
+        assert 0 <= ac["streak angle (°)"] <= 90
+    text = bench.markdown(rows)
+    assert "| `rain:torrent` over BSD200 | " in text and "| rain layer | std |" in text
     bench.figure(tmp_path / "rain.png", size=40)
     from PIL import Image
 
-    assert Image.open(tmp_path / "rain.png").size == (5 * 80, 80)
+    assert Image.open(tmp_path / "rain.png").size == ((2 + len(bench.STYLES)) * 80, 80)
+
+
+def test_dominant_angle_reads_the_streak_direction():
+    bench = _script("rain_statistics")
+    from restore.data.rain import line_kernel
+
+    for angle in (0.0, 10.0, 30.0, -20.0):
+        k = line_kernel(400, angle, 2.0)  # long: its tapered ends fall outside the crop
+        cy, cx = k.shape[0] // 2, k.shape[1] // 2
+        canvas = np.zeros((k.shape[0], k.shape[1] + 200), np.float32)  # a near-vertical k is narrow
+        canvas[:, 100 : 100 + k.shape[1]] = k
+        streak = canvas[cy - 50 : cy + 51, cx + 50 : cx + 151]
+        assert abs(bench.dominant_angle(streak) - abs(angle)) < 1.0

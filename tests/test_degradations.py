@@ -118,7 +118,7 @@ def test_camera_noise_shapes_odd_sizes_gray_and_alignment():
 def test_rain_only_adds_brightness_and_heavy_adds_more():
     clean = _natural_like(96, 128)
     added = {}
-    for preset in ("light", "heavy", "torrent", "mix", "any"):
+    for preset in ("light", "heavy", "torrent", "textured", "mix", "any", "all"):
         outs = [RainStreaks(preset)(clean, np.random.default_rng(s)) for s in range(3)]
         for out in outs:
             assert out.shape == clean.shape and out.dtype == np.float32
@@ -126,10 +126,12 @@ def test_rain_only_adds_brightness_and_heavy_adds_more():
         added[preset] = np.mean([o - clean for o in outs])
     assert 0 < added["light"] < added["heavy"] / 3
     assert 0 < added["light"] < added["torrent"] / 3
+    assert 0 < added["light"] < added["textured"] / 3
 
 
 def test_mixtures_draw_every_style_they_name():
-    """`mix` keeps its two styles (runs trained on it stay reproducible); `any` adds torrent."""
+    """`mix` keeps its two styles (runs trained on it stay reproducible); `any` adds torrent,
+    `all` textured."""
     from restore.data.rain import _MIXES
 
     clean = _natural_like(48, 48)
@@ -147,19 +149,48 @@ def test_mixtures_draw_every_style_they_name():
 
     assert styles_drawn("mix") == {"light", "heavy"}
     assert styles_drawn("any") == {"light", "heavy", "torrent"}
+    assert styles_drawn("all") == {"light", "heavy", "torrent", "textured"}
 
 
-def test_torrent_rain_matches_rain100h_residual_statistics(shared_dir):
-    """The torrent style was calibrated against Rain100H's rain − clean residual (mean 0.21,
-    fraction of pixels brighter by more than 0.1: 0.69, input PSNR 12.1 dB over its 100
-    pairs); over BSD200 backgrounds it must stay close to those numbers."""
+def test_textured_streaks_vary_in_brightness_along_their_length():
+    """What `textured` adds over `torrent`: a torrent streak is one stroke of even
+    brightness, a textured one is averaged from noise drops, so its brightness changes
+    along it. Measured on vertical streaks: along a column, the rain varies relatively more."""
+    from dataclasses import replace
+
+    import restore.data.rain as rain
+
+    clean = np.zeros((200, 200, 3), np.float32)
+
+    def along_variation(preset: str) -> float:
+        columns = []
+        for seed in range(4):
+            d = RainStreaks(preset)(clean, np.random.default_rng(seed))[..., 0]
+            bright = d[:, d.mean(axis=0) > np.percentile(d.mean(axis=0), 90)]  # the streakiest columns
+            columns.append(bright.std(axis=0).mean() / bright.mean())
+        return float(np.mean(columns))
+
+    mp = pytest.MonkeyPatch()
+    try:  # both styles vertical and single-layer, so a column follows a streak
+        mp.setitem(rain._STYLES, "torrent", replace(rain._STYLES["torrent"], max_angle=0, angle_spread=0, layers=(1, 1)))
+        mp.setattr(rain, "_TEXTURED", replace(rain._TEXTURED, max_angle=0, angle_spread=0, layers=(1, 1)))
+        assert along_variation("textured") > 1.3 * along_variation("torrent")
+    finally:
+        mp.undo()
+
+
+@pytest.mark.parametrize("preset", ["torrent", "textured"])
+def test_heavy_rain_styles_match_rain100h_residual_statistics(shared_dir, preset):
+    """The torrent and textured styles were calibrated against Rain100H's rain − clean
+    residual (mean 0.21, fraction of pixels brighter by more than 0.1: 0.69, input PSNR
+    12.1 dB over its 100 pairs); over BSD200 backgrounds they must stay close to those."""
     from PIL import Image
 
     files = sorted((shared_dir / "data/train/BSD200").glob("*.png"))[:12]
     means, covers, psnrs = [], [], []
     for i, f in enumerate(files):
         clean = np.asarray(Image.open(f), dtype=np.float32) / 255
-        rainy = RainStreaks("torrent")(clean, np.random.default_rng(i))
+        rainy = RainStreaks(preset)(clean, np.random.default_rng(i))
         residual = (rainy - clean).mean(axis=2)
         means.append(residual.mean())
         covers.append((residual > 0.1).mean())
@@ -219,6 +250,11 @@ def test_rain_costs_three_ffts_per_layer_whatever_the_streaks(monkeypatch):
         RainStreaks("heavy")(clean, np.random.default_rng(seed))
         assert len(shapes) in (6, 9, 12)  # 2–4 layers, three transforms each
         assert all(fh * fw < 2 * h * w for _, (fh, fw) in shapes)
+    for seed in range(3):  # textured: noise, its blur, then the motion blur (two products)
+        shapes.clear()
+        RainStreaks("textured")(clean, np.random.default_rng(seed))
+        assert len(shapes) in (10, 15, 20)  # 2–4 layers, five transforms each
+        assert all(fh * fw < 2 * h * w for _, (fh, fw) in shapes)
 
 
 # --------------------------------------------------------------------------- specs / eval
@@ -235,6 +271,8 @@ def test_rain_costs_three_ffts_per_layer_whatever_the_streaks(monkeypatch):
         ("rain:light", "rain-light", RainStreaks),
         ("rain:torrent", "rain-torrent", RainStreaks),
         ("rain:any", "rain-any", RainStreaks),
+        ("rain:textured", "rain-textured", RainStreaks),
+        ("rain:all", "rain-all", RainStreaks),
         ("camera", "camera", CameraNoise),
         ("camera:jpeg", "camera-jpeg", CameraNoise),
     ],

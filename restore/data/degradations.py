@@ -172,7 +172,7 @@ def _parse_level(arg: str, spec: str) -> tuple[float, float]:
 
 
 def degradation_from_spec(spec: str) -> Degradation:
-    """Parse `awgn:25`, `awgn:0-75`, `jpeg:20`, `jpeg:10-90`, `rain[:light|heavy|torrent|mix|any]`,
+    """Parse `awgn:25`, `awgn:0-75`, `jpeg:20`, `jpeg:10-90`, `rain[:PRESET]` (see `RAIN_PRESETS`),
     `camera`, `camera:jpeg`."""
     from restore.data.camera import CameraNoise
     from restore.data.rain import RAIN_PRESETS, RainStreaks
@@ -203,7 +203,7 @@ def degradation_from_spec(spec: str) -> Degradation:
         return CameraNoise(jpeg=arg == "jpeg")
     raise RestoreError(
         f"unknown degradation {spec!r}: use awgn:S, awgn:LO-HI, jpeg:Q, jpeg:LO-HI, "
-        "rain[:light|heavy|torrent|mix|any], camera[:jpeg]"
+        f"rain[:{'|'.join(RAIN_PRESETS)}], camera[:jpeg]"
     )
 
 

@@ -2,7 +2,10 @@
 
 Styles: `light` (sparse thin streaks, Rain100L-like), `heavy` (short, blurry streaks in 2–4
 layers with a haze veil), `torrent` (long, sharp, thin streaks crossing in 3–5 directions:
-Rain100H's look) and the mixtures `mix` (light or heavy) and `any` (light, heavy or torrent).
+Rain100H's look), `textured` (streaks motion-blurred from thresholded noise, so their
+brightness varies along them and between them, with parameters drawn per image) and the
+mixtures `mix` (light or heavy), `any` (light, heavy or torrent) and `all` (half
+textured, half any).
 
 A streak layer is a sparse field of random impulses convolved with an anti-aliased line
 kernel (length, width, angle), softened by a slight Gaussian blur and scaled by a
@@ -21,11 +24,15 @@ import numpy as np
 
 from restore.errors import RestoreError
 
-__all__ = ["RAIN_PRESETS", "RainStreaks", "line_kernel", "streak_layer"]
+__all__ = ["RAIN_PRESETS", "RainStreaks", "line_kernel", "streak_layer", "textured_layer"]
 
 # A mixture draws one style per call. `mix` is kept as it was for the runs trained on it.
-_MIXES = {"mix": ("light", "heavy"), "any": ("light", "heavy", "torrent")}
-RAIN_PRESETS = ("mix", "any", "light", "heavy", "torrent")
+_MIXES = {
+    "mix": ("light", "heavy"),
+    "any": ("light", "heavy", "torrent"),
+    "all": ("light", "heavy", "torrent", "textured", "textured", "textured"),
+}
+RAIN_PRESETS = ("mix", "any", "all", "light", "heavy", "torrent", "textured")
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,24 @@ _STYLES = {
 }
 
 
+@dataclass(frozen=True)
+class _Textured:
+    """The photo-editor recipe (noise → blur → levels → motion blur), each parameter drawn
+    per image from these ranges, a broad family around Rain100H's rain layer (whose mean,
+    spread and horizontal/vertical autocorrelation no single setting matched)."""
+
+    layers: tuple[int, int] = (2, 4)
+    max_angle: float = 12.0  # Rain100H's dominant streak angle: median 5°, 90th percentile 15°
+    angle_spread: float = 4.0
+    drop: tuple[float, float] = (0.5, 1.5)  # σ of the noise blur: the size of a drop
+    keep: tuple[float, float] = (0.01, 0.08)  # fraction of the blurred noise the levels keep
+    length: tuple[float, float] = (20, 100)
+    layer_mean: tuple[float, float] = (0.05, 0.1)  # each layer is scaled to this mean
+
+
+_TEXTURED = _Textured()
+
+
 def line_kernel(length: float, angle: float, width: float) -> np.ndarray:
     """Anti-aliased line of `length` and `width` pixels, `angle` degrees from vertical,
     peak 1, with rounded (elliptically tapered) ends."""
@@ -97,6 +122,20 @@ def _fast_len(n: int) -> int:
         n += 1
 
 
+def _gauss_transfer(fh: int, fw: int, sigma: float) -> np.ndarray:
+    """The Gaussian's transfer function on an rfft2 grid: a blur in the FFT product for free."""
+    fy, fx = np.fft.fftfreq(fh)[:, None], np.fft.rfftfreq(fw)[None, :]
+    return np.exp(-2 * (math.pi * sigma) ** 2 * (fy**2 + fx**2)).astype(np.float32)
+
+
+def _kernel_transfer(kernel: np.ndarray, fh: int, fw: int) -> np.ndarray:
+    """The rfft2 of `kernel` on an fh×fw canvas, centred at (0, 0) so the product does not shift."""
+    kh, kw = kernel.shape
+    padded = np.zeros((fh, fw), np.float32)
+    padded[:kh, :kw] = kernel
+    return np.fft.rfft2(np.roll(padded, (-(kh // 2), -(kw // 2)), axis=(0, 1)))
+
+
 def streak_layer(
     h: int,
     w: int,
@@ -121,22 +160,50 @@ def streak_layer(
     fh, fw = _fast_len(h + kh), _fast_len(w + kw)
     seeds = rng.random((fh, fw), dtype=np.float32)
     impulses = np.where(seeds < density, 0.5 + 0.5 * seeds / max(density, 1e-12), 0.0).astype(np.float32)
-    padded = np.zeros((fh, fw), np.float32)
-    padded[:kh, :kw] = kernel
-    padded = np.roll(padded, (-(kh // 2), -(kw // 2)), axis=(0, 1))  # kernel centre at (0, 0)
-    fy, fx = np.fft.fftfreq(fh)[:, None], np.fft.rfftfreq(fw)[None, :]
-    gauss = np.exp(-2 * (math.pi * blur) ** 2 * (fy**2 + fx**2)).astype(np.float32)
-    spec = np.fft.rfft2(impulses) * np.fft.rfft2(padded) * gauss
+    spec = np.fft.rfft2(impulses) * _kernel_transfer(kernel, fh, fw) * _gauss_transfer(fh, fw, blur)
     layer = np.fft.irfft2(spec, s=(fh, fw))[:h, :w]
     return np.clip(layer, 0.0, 1.0).astype(np.float32)
+
+
+def textured_layer(
+    h: int, w: int, *, drop: float, keep: float, length: float, angle: float, rng: np.random.Generator
+) -> np.ndarray:
+    """One H×W layer in [0, 1]: Gaussian noise blurred to drops of σ=`drop`, thresholded
+    so a `keep` fraction survives (a ramp, not a step, so the drops keep their shading),
+    then averaged along a line of `length` px at `angle` (one 1-px line kernel)."""
+    kernel = line_kernel(length, angle, 1.0)
+    kernel /= kernel.sum()
+    kh, kw = kernel.shape
+    fh, fw = _fast_len(h + kh), _fast_len(w + kw)
+    noise = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((fh, fw), dtype=np.float32))
+                          * _gauss_transfer(fh, fw, drop), s=(fh, fw))
+    noise /= noise.std() + 1e-12
+    threshold = float(np.quantile(noise[:: 4, :: 4], 1.0 - keep))  # a subsample is enough
+    drops = np.clip(noise - threshold, 0.0, 1.0).astype(np.float32)
+    layer = np.fft.irfft2(np.fft.rfft2(drops) * _kernel_transfer(kernel, fh, fw), s=(fh, fw))[:h, :w]
+    return np.clip(layer, 0.0, 1.0).astype(np.float32)
+
+
+def _textured_rain(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    t = _TEXTURED
+    base = rng.uniform(-t.max_angle, t.max_angle)
+    rain = np.zeros((h, w), np.float32)
+    for _ in range(int(rng.integers(t.layers[0], t.layers[1] + 1))):
+        layer = textured_layer(h, w, drop=rng.uniform(*t.drop), keep=rng.uniform(*t.keep),
+                               length=rng.uniform(*t.length),
+                               angle=base + t.angle_spread * rng.standard_normal(), rng=rng)
+        rain += layer * (rng.uniform(*t.layer_mean) / (float(layer.mean()) + 1e-6))
+    return rain
 
 
 @dataclass(frozen=True)
 class RainStreaks:
     """Rain over a clean image: preset `light` (sparse thin streaks, like Rain100L),
     `heavy` (dense blurry streaks in 2–4 layers at different angles and scales plus a haze
-    veil), `torrent` (long sharp streaks crossing in 3–5 directions, like Rain100H), or a
-    mixture: `mix` (light or heavy) and `any` (light, heavy or torrent), drawn per call."""
+    veil), `torrent` (long sharp streaks crossing in 3–5 directions, like Rain100H),
+    `textured` (streaks of varying brightness from motion-blurred noise), or a mixture:
+    `mix` (light or heavy), `any` (light, heavy or torrent) and `all` (half textured, half
+    any), drawn per call."""
 
     preset: str = "mix"
     name: ClassVar[str] = "rain"
@@ -153,8 +220,10 @@ class RainStreaks:
             raise RestoreError(f"rain needs an H×W×C image, got shape {tuple(clean.shape)}")
         mixture = _MIXES.get(self.preset)
         preset = mixture[int(rng.integers(len(mixture)))] if mixture else self.preset
-        s = _STYLES[preset]
         h, w = clean.shape[:2]
+        if preset == "textured":
+            return np.clip(clean + _textured_rain(h, w, rng)[..., None], 0.0, 1.0).astype(np.float32)
+        s = _STYLES[preset]
         base = rng.uniform(-s.max_angle, s.max_angle)
         rain = np.zeros((h, w), np.float32)
         for _ in range(int(rng.integers(s.layers[0], s.layers[1] + 1))):
