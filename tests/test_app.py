@@ -158,7 +158,8 @@ def test_degradation_spec():
     assert degradation_spec("Gaussian noise (σ)", sigma=25) == "awgn:25"
     assert degradation_spec("JPEG compression (quality)", quality=10.0) == "jpeg:10"
     assert degradation_spec("Rain streaks (heavy)") == "rain:heavy"
-    assert degradation_spec("Rain streaks (torrent, Rain100H-like)") == "rain:torrent"
+    assert degradation_spec("Rain streaks (torrent)") == "rain:torrent"
+    assert degradation_spec("Rain streaks (textured, Rain100H-like)") == "rain:textured"
     with pytest.raises(RestoreError):
         degradation_spec("fog")
 

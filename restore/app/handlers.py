@@ -34,7 +34,8 @@ DEGRADATIONS = {
     "JPEG compression (quality)": "jpeg",
     "Rain streaks (light)": "rain:light",
     "Rain streaks (heavy)": "rain:heavy",
-    "Rain streaks (torrent, Rain100H-like)": "rain:torrent",
+    "Rain streaks (torrent)": "rain:torrent",
+    "Rain streaks (textured, Rain100H-like)": "rain:textured",
     "Camera noise": "camera",
 }
 MIN_SIDE = 16  # below this, SSIM and reflect padding make no sense
