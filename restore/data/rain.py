@@ -48,6 +48,54 @@ class _Style:
     blur: tuple[float, float]  # Gaussian σ in pixels
     haze: tuple[float, float]
 
+    def render(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        h, w = clean.shape[:2]
+        base = rng.uniform(-self.max_angle, self.max_angle)
+        rain = np.zeros((h, w), np.float32)
+        for _ in range(int(rng.integers(self.layers[0], self.layers[1] + 1))):
+            scale = float(rng.choice(self.scales))  # a "closer" layer: longer, wider, blurrier
+            rain += rng.uniform(*self.brightness) * streak_layer(
+                h,
+                w,
+                density=rng.uniform(*self.density),
+                length=rng.uniform(*self.length) * scale,
+                width=rng.uniform(*self.width) * scale,
+                angle=base + self.angle_spread * rng.standard_normal(),
+                blur=rng.uniform(*self.blur) * scale,
+                rng=rng,
+            )
+        out = clean + rain[..., None]
+        haze = rng.uniform(*self.haze)
+        if haze > 0:
+            out = 1.0 - (1.0 - np.clip(out, 0.0, 1.0)) * (1.0 - haze)  # screen blend: brightens only
+        return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Textured:
+    """The photo-editor recipe (noise → blur → levels → motion blur), each parameter drawn
+    per image from these ranges, a broad family around Rain100H's rain layer (whose mean,
+    spread and horizontal/vertical autocorrelation no single setting matched)."""
+
+    layers: tuple[int, int] = (2, 4)
+    max_angle: float = 12.0  # Rain100H's streaks lean 4.8° from vertical on average (rain_statistics.py)
+    angle_spread: float = 4.0
+    drop: tuple[float, float] = (0.5, 1.5)  # σ of the noise blur: the size of a drop
+    keep: tuple[float, float] = (0.01, 0.08)  # fraction of the blurred noise the levels keep
+    length: tuple[float, float] = (20, 100)
+    layer_mean: tuple[float, float] = (0.05, 0.1)  # each layer is scaled to this mean
+
+    def render(self, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        h, w = clean.shape[:2]
+        base = rng.uniform(-self.max_angle, self.max_angle)
+        rain = np.zeros((h, w), np.float32)
+        for _ in range(int(rng.integers(self.layers[0], self.layers[1] + 1))):
+            layer = textured_layer(h, w, drop=rng.uniform(*self.drop), keep=rng.uniform(*self.keep),
+                                   length=rng.uniform(*self.length),
+                                   angle=base + self.angle_spread * rng.standard_normal(), rng=rng)
+            rain += layer * (rng.uniform(*self.layer_mean) / (float(layer.mean()) + 1e-6))
+        return np.clip(clean + rain[..., None], 0.0, 1.0).astype(np.float32)
+
 
 # Calibrated on BSD backgrounds to roughly the input PSNR of the real sets
 # (Rain100L ≈ 28 dB, Rain100H ≈ 12–14 dB).
@@ -70,25 +118,8 @@ _STYLES = {
         layers=(3, 5), max_angle=25, angle_spread=8, density=(0.0004, 0.0012), length=(100, 300),
         width=(1.0, 2.0), scales=(1.0,), brightness=(0.25, 0.45), blur=(0.3, 0.6), haze=(0.0, 0.06),
     ),
+    "textured": _Textured(),
 }
-
-
-@dataclass(frozen=True)
-class _Textured:
-    """The photo-editor recipe (noise → blur → levels → motion blur), each parameter drawn
-    per image from these ranges, a broad family around Rain100H's rain layer (whose mean,
-    spread and horizontal/vertical autocorrelation no single setting matched)."""
-
-    layers: tuple[int, int] = (2, 4)
-    max_angle: float = 12.0  # Rain100H's streaks lean 4.8° from vertical on average (rain_statistics.py)
-    angle_spread: float = 4.0
-    drop: tuple[float, float] = (0.5, 1.5)  # σ of the noise blur: the size of a drop
-    keep: tuple[float, float] = (0.01, 0.08)  # fraction of the blurred noise the levels keep
-    length: tuple[float, float] = (20, 100)
-    layer_mean: tuple[float, float] = (0.05, 0.1)  # each layer is scaled to this mean
-
-
-_TEXTURED = _Textured()
 
 
 def line_kernel(length: float, angle: float, width: float) -> np.ndarray:
@@ -184,18 +215,6 @@ def textured_layer(
     return np.clip(layer, 0.0, 1.0).astype(np.float32)
 
 
-def _textured_rain(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    t = _TEXTURED
-    base = rng.uniform(-t.max_angle, t.max_angle)
-    rain = np.zeros((h, w), np.float32)
-    for _ in range(int(rng.integers(t.layers[0], t.layers[1] + 1))):
-        layer = textured_layer(h, w, drop=rng.uniform(*t.drop), keep=rng.uniform(*t.keep),
-                               length=rng.uniform(*t.length),
-                               angle=base + t.angle_spread * rng.standard_normal(), rng=rng)
-        rain += layer * (rng.uniform(*t.layer_mean) / (float(layer.mean()) + 1e-6))
-    return rain
-
-
 @dataclass(frozen=True)
 class RainStreaks:
     """Rain over a clean image: preset `light` (sparse thin streaks, like Rain100L),
@@ -220,26 +239,4 @@ class RainStreaks:
             raise RestoreError(f"rain needs an H×W×C image, got shape {tuple(clean.shape)}")
         mixture = _MIXES.get(self.preset)
         preset = mixture[int(rng.integers(len(mixture)))] if mixture else self.preset
-        h, w = clean.shape[:2]
-        if preset == "textured":
-            return np.clip(clean + _textured_rain(h, w, rng)[..., None], 0.0, 1.0).astype(np.float32)
-        s = _STYLES[preset]
-        base = rng.uniform(-s.max_angle, s.max_angle)
-        rain = np.zeros((h, w), np.float32)
-        for _ in range(int(rng.integers(s.layers[0], s.layers[1] + 1))):
-            scale = float(rng.choice(s.scales))  # a "closer" layer: longer, wider, blurrier
-            rain += rng.uniform(*s.brightness) * streak_layer(
-                h,
-                w,
-                density=rng.uniform(*s.density),
-                length=rng.uniform(*s.length) * scale,
-                width=rng.uniform(*s.width) * scale,
-                angle=base + s.angle_spread * rng.standard_normal(),
-                blur=rng.uniform(*s.blur) * scale,
-                rng=rng,
-            )
-        out = clean + rain[..., None]
-        haze = rng.uniform(*s.haze)
-        if haze > 0:
-            out = 1.0 - (1.0 - np.clip(out, 0.0, 1.0)) * (1.0 - haze)  # screen blend: brightens only
-        return np.clip(out, 0.0, 1.0).astype(np.float32)
+        return _STYLES[preset].render(clean, rng)
