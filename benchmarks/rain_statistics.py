@@ -6,7 +6,7 @@ is `rain(clean) − clean` over BSD200 backgrounds (the de-raining training imag
 Markdown tables: the amount of rain (mean, coverage, percentiles of the residual averaged over
 RGB, input PSNR) and its texture (standard deviation, autocorrelation across and along the
 streaks, dominant streak angle), and writes a figure of 150×150 residual crops side by side
-(docs/figures/rain_styles.png), the evidence behind the `torrent` and `textured` styles of
+(docs/figures/rain_styles.png), the evidence behind the `torrent`, `textured` and `downpour` styles of
 restore/data/rain.py.
 
     python benchmarks/rain_statistics.py
@@ -26,7 +26,7 @@ from restore.io import read_image
 
 SHARED = Path(os.environ.get("RESTORE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 REPO = Path(__file__).resolve().parents[1]
-STYLES = ("light", "heavy", "torrent", "textured")
+STYLES = ("light", "heavy", "torrent", "textured", "downpour")
 AMOUNT = ("mean", "> 0.1", "> 0.3", "p10", "p50", "p90", "p99", "input PSNR (dB)")
 TEXTURE = ("std", "ac x 2", "ac x 8", "ac y 8", "ac y 32", "ac y 96", "streak angle (°)")
 COLUMNS = AMOUNT + TEXTURE

@@ -97,3 +97,25 @@ def test_dominant_angle_reads_the_streak_direction():
         canvas[:, 100 : 100 + k.shape[1]] = k
         streak = canvas[cy - 50 : cy + 51, cx + 50 : cx + 151]
         assert abs(bench.dominant_angle(streak) - abs(angle)) < 1.0
+
+
+def test_derain_errors_splits_the_error_into_bias_and_broad_parts(shared_dir, monkeypatch):
+    bench = _script("derain_errors")
+    rng = np.random.default_rng(0)
+    clean = 0.1 + rng.random((40, 56, 3)).astype(np.float32) * 0.5  # offsets below stay inside [0, 1]
+    rainy = clean + 0.2
+    # a constant colour offset is all bias, and broad: both oracles take it away
+    psnr, unbiased, unbroad, error, rain = bench.error_parts(clean + np.float32([0.05, 0.0, -0.05]), clean, rainy)
+    assert psnr == pytest.approx(10 * np.log10(1 / (2 * 0.05**2 / 3)), abs=0.01)
+    assert unbiased > 100 and unbroad > 60
+    assert error == pytest.approx(0.0, abs=1e-6) and rain == pytest.approx(0.2, abs=1e-6)
+    # pixel noise is neither: the oracles barely help
+    noise = rng.normal(0, 0.05, clean.shape).astype(np.float32)
+    psnr, unbiased, unbroad, *_ = bench.error_parts(clean + noise, clean, rainy)
+    assert unbiased - psnr < 0.05 and unbroad - psnr < 0.3
+
+    monkeypatch.setattr(bench, "SHARED", shared_dir)
+    row = bench.score("derain", stride=50, limit=2)
+    assert len(row) == len(bench.COLUMNS) and np.isfinite(row).all()
+    assert 15 < row[0] <= row[1] and row[0] <= row[2]
+    assert "| derain | " in bench.markdown({"derain": row})

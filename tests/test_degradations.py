@@ -118,7 +118,7 @@ def test_camera_noise_shapes_odd_sizes_gray_and_alignment():
 def test_rain_only_adds_brightness_and_heavy_adds_more():
     clean = _natural_like(96, 128)
     added = {}
-    for preset in ("light", "heavy", "torrent", "textured", "mix", "any", "all"):
+    for preset in ("light", "heavy", "torrent", "textured", "downpour", "mix", "any", "all", "wide"):
         outs = [RainStreaks(preset)(clean, np.random.default_rng(s)) for s in range(3)]
         for out in outs:
             assert out.shape == clean.shape and out.dtype == np.float32
@@ -127,11 +127,12 @@ def test_rain_only_adds_brightness_and_heavy_adds_more():
     assert 0 < added["light"] < added["heavy"] / 3
     assert 0 < added["light"] < added["torrent"] / 3
     assert 0 < added["light"] < added["textured"] / 3
+    assert 0 < added["light"] < added["downpour"] / 3
 
 
 def test_mixtures_draw_every_style_they_name():
     """`mix` keeps its two styles (runs trained on it stay reproducible); `any` adds torrent,
-    `all` textured."""
+    `all` textured, `wide` downpour."""
     from restore.data.rain import _MIXES
 
     clean = _natural_like(48, 48)
@@ -150,6 +151,7 @@ def test_mixtures_draw_every_style_they_name():
     assert styles_drawn("mix") == {"light", "heavy"}
     assert styles_drawn("any") == {"light", "heavy", "torrent"}
     assert styles_drawn("all") == {"light", "heavy", "torrent", "textured"}
+    assert styles_drawn("wide") == {"light", "heavy", "torrent", "downpour"}
 
 
 def test_textured_streaks_vary_in_brightness_along_their_length(monkeypatch):
@@ -175,9 +177,22 @@ def test_textured_streaks_vary_in_brightness_along_their_length(monkeypatch):
     assert along_variation("textured") > 1.3 * along_variation("torrent")
 
 
-@pytest.mark.parametrize("preset", ["torrent", "textured"])
+def test_downpour_spreads_the_amount_of_rain_wider_than_textured():
+    """Rain100H's per-image amount of rain runs from 0.10 (p5) to 0.37 (p95); `downpour`
+    exists to reach its heavy end, which `textured` stops short of."""
+    clean = _natural_like(96, 128)
+
+    def amounts(preset: str) -> np.ndarray:
+        return np.array([(RainStreaks(preset)(clean, np.random.default_rng(s)) - clean).mean() for s in range(40)])
+
+    textured, downpour = amounts("textured"), amounts("downpour")
+    assert np.percentile(downpour, 95) > np.percentile(textured, 95) + 0.03
+    assert np.percentile(downpour, 5) < np.percentile(textured, 5) + 0.02
+
+
+@pytest.mark.parametrize("preset", ["torrent", "textured", "downpour"])
 def test_heavy_rain_styles_match_rain100h_residual_statistics(shared_dir, preset):
-    """The torrent and textured styles were calibrated against Rain100H's rain − clean
+    """The torrent, textured and downpour styles were calibrated against Rain100H's rain − clean
     residual (mean 0.21, fraction of pixels brighter by more than 0.1: 0.69, input PSNR
     12.1 dB over its 100 pairs); over BSD200 backgrounds they must stay close to those."""
     from PIL import Image
