@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from restore.data.datasets import PairedFolder
+from restore.data.rain import _gauss_transfer  # the Gaussian's transfer function on an rfft2 grid
 from restore.io import read_image
 
 SHARED = Path(os.environ.get("RESTORE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
@@ -38,9 +40,7 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
     """Per-channel Gaussian blur of an H×W×C image, by FFT with reflected borders."""
     h, w = image.shape[:2]
     padded = np.pad(image, ((h // 2, h // 2), (w // 2, w // 2), (0, 0)), mode="reflect")
-    fy = np.fft.fftfreq(padded.shape[0])[:, None, None]
-    fx = np.fft.rfftfreq(padded.shape[1])[None, :, None]
-    transfer = np.exp(-2 * (math.pi * sigma) ** 2 * (fy**2 + fx**2))
+    transfer = _gauss_transfer(padded.shape[0], padded.shape[1], sigma)[..., None]
     blurred = np.fft.irfft2(np.fft.rfft2(padded, axes=(0, 1)) * transfer, s=padded.shape[:2], axes=(0, 1))
     return blurred[h // 2 : h // 2 + h, w // 2 : w // 2 + w]
 
@@ -56,10 +56,15 @@ def error_parts(output: np.ndarray, clean: np.ndarray, rainy: np.ndarray) -> tup
             float(error.mean()), float((rainy - clean).mean()))
 
 
-def pairs(stride: int, limit: int | None):
+def pair_paths(stride: int, limit: int | None) -> list[tuple[Path, Path]]:
+    """(rainy, clean) paths of every `stride`-th Rain100H pair, sorted by file name."""
     root = SHARED / "data/rain/Rain100H"
-    for rainy in sorted((root / "rain").glob("*.png"))[::stride][:limit]:
-        yield read_image(rainy).pixels, read_image(root / "norain" / rainy.name).pixels
+    return sorted(PairedFolder(root / "rain", root / "norain").pairs)[::stride][:limit]
+
+
+def pairs(stride: int, limit: int | None):
+    for rainy, clean in pair_paths(stride, limit):
+        yield read_image(rainy).pixels, read_image(clean).pixels
 
 
 def score(model: str, stride: int, limit: int | None) -> np.ndarray:
@@ -89,7 +94,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="at most this many pairs")
     args = parser.parse_args()
     models = args.model or ["derain"]
-    count = len(list((SHARED / "data/rain/Rain100H/rain").glob("*.png"))[:: args.stride][: args.limit])
+    count = len(pair_paths(args.stride, args.limit))
     print(f"Rain100H, {count} pairs (every {args.stride}), whole images")
     print(markdown({m: score(m, args.stride, args.limit) for m in models}))
 
