@@ -19,6 +19,7 @@ import torch
 from restore.data import AWGN, EvalSet, PairedFolder, degradation_from_spec, list_images, rain100l_pairing
 from restore.errors import RestoreError
 from restore.metrics import psnr, ssim
+from restore.runtime.ensemble import ensemble_transforms
 from restore.runtime.tiling import TileConfig, restore_tensor
 
 
@@ -50,7 +51,7 @@ def _known_sigma(options: EvalOptions) -> float | None:
     return deg.sigma if isinstance(deg, AWGN) else None
 
 
-ENSEMBLE_SUFFIX = "+x8"  # `-m denoise-gray+x8`: that model with the ×8 self-ensemble
+ENSEMBLE_SUFFIX = "+x8"  # `-m denoise-gray+x8`: that model with its self-ensemble (×8; ×4 for derain, ×2 for denoise-real)
 
 
 def _zoo_system(spec: str | None, options: EvalOptions) -> System:
@@ -65,10 +66,11 @@ def _zoo_system(spec: str | None, options: EvalOptions) -> System:
     sigma = _known_sigma(options) if options.sigma_mode == "known" and restorer.entry.noise_map else None
     if options.sigma_mode not in ("known", "estimate"):
         raise RestoreError("--sigma must be 'known' or 'estimate'")
-    label = restorer.name + (" ×8" if ensemble else "")
+    averaged = len(ensemble_transforms(restorer.task)) if ensemble else 1
+    label = restorer.name + (f" ×{averaged}" if ensemble else "")
     label += " (σ estimated)" if restorer.entry.noise_map and sigma is None else ""
     in_channels = restorer.entry.channels + (1 if restorer.entry.noise_map else 0)
-    flops = flops_per_megapixel(restorer.module, in_channels) * (8 if ensemble else 1)
+    flops = flops_per_megapixel(restorer.module, in_channels) * averaged
     # a gray model serves colour images channel by channel: three passes per pixel
     if restorer.entry.channels == 1 and options.channels == 3:
         flops *= 3

@@ -156,7 +156,7 @@ def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: s
         report.written.append(dst)
         info = restorer.last
         sigma_note = f", σ {'=' if sigma is not None else '≈'} {info.sigma:.1f}" if info.sigma is not None else ""
-        echo(f"{src} → {dst}  ({restorer.name}{' ×8' if info.ensemble else ''}{sigma_note}, {info.seconds:.2f} s)")
+        echo(f"{src} → {dst}  ({restorer.name}{f' ×{info.ensemble}' if info.ensemble else ''}{sigma_note}, {info.seconds:.2f} s)")
     if not single:
         echo(f"{len(report.written)} restored, {len(report.failed)} failed, of {report.total} file(s)")
     return report

@@ -20,7 +20,7 @@ from torch import nn
 
 from restore.errors import RestoreError
 from restore.runtime.backends import TorchBackend
-from restore.runtime.ensemble import SelfEnsemble
+from restore.runtime.ensemble import SelfEnsemble, ensemble_transforms
 from restore.runtime.noise import append_noise_map, estimate_sigma
 from restore.runtime.tiling import TileConfig, restore_tensor
 from restore.zoo.registry import ModelEntry, default_entry, get_entry, load_network, load_weights, task_for_degradation
@@ -34,7 +34,7 @@ class RunInfo:
     seconds: float = 0.0
     backend: str = ""
     tiles: int = 0
-    ensemble: bool = False  # averaged over the 8 flips/rotations
+    ensemble: int = 0  # how many flips/rotations were averaged (8; 4 for rain, 2 for camera noise; 0: none)
     extra: dict = field(default_factory=dict)
 
 
@@ -65,7 +65,8 @@ class Restorer:
     def __init__(self, module: nn.Module, entry: ModelEntry, *, backend: str = "torch", device: str = "auto",
                  tile: TileConfig | None = None, onnx_path: str | Path | None = None, dcn_plugin: str | None = None,
                  ensemble: bool = False):
-        """`ensemble`: average the 8 flips/rotations of every tile (`SelfEnsemble`; 8× the time)."""
+        """`ensemble`: average the flips/rotations of every tile (`SelfEnsemble`): 8× the time; fewer for
+        rain and camera noise, which only some transforms leave alike (`ensemble_transforms`)."""
         self.entry = entry
         self.ensemble = ensemble
         self.module = module.eval()
@@ -132,8 +133,9 @@ class Restorer:
         elif sigma is not None and self.task.startswith("denoise"):
             raise RestoreError(f"model {self.name!r} is trained for one noise level and takes no --sigma")
         ensemble = self.ensemble if ensemble is None else ensemble
-        if ensemble:
-            fn = SelfEnsemble(fn)
+        averaged = ensemble_transforms(self.task) if ensemble else ()
+        if averaged:
+            fn = SelfEnsemble(fn, averaged)
         h, w, c = pixels.shape
         # gray model: each channel alone; colour model: all channels (a gray image replicated)
         groups = [slice(k, k + 1) for k in range(c)] if self.channels == 1 else [slice(0, c)]
@@ -152,7 +154,7 @@ class Restorer:
             result[..., group] = out[0].clamp_(0, 1).permute(1, 2, 0).numpy()
             del out
         self.last = RunInfo(sigma=used_sigma, seconds=time.perf_counter() - t0, backend=self.backend.describe(),
-                            ensemble=ensemble)
+                            ensemble=len(averaged))
         return result
 
     def _valid_sigma(self, sigma) -> float:
@@ -340,7 +342,7 @@ def load(name: str | Path | None = None, *, task: str = "denoise", channels: int
     """A ready-to-use restorer: a zoo model name, a training run folder, or the task default.
 
     `dcn_plugin` (TensorRT backend only): "builtin" or "restore", see `make_backend`;
-    `ensemble`: the ×8 self-ensemble, see `Restorer`."""
+    `ensemble`: the self-ensemble (×8; ×4 for rain, ×2 for camera noise), see `Restorer`."""
     if name is None:
         entry = default_entry(task, channels)
         module = load_network(entry)

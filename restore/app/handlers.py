@@ -195,7 +195,7 @@ class Result:
     sigma: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    ensemble: bool = False  # averaged over the 8 flips/rotations
+    ensemble: int = 0  # how many flips/rotations were averaged (0: none)
 
 
 def _outside_range(entry: ModelEntry, degradation: str | None) -> list[str]:
@@ -330,7 +330,7 @@ def summarize(result: Result, entry: ModelEntry, profile, backend: str, *, sigma
         cost = f"{_count(profile.params)} parameters · {profile.flops_per_mp / 1e9:.1f} GFLOPs/MP{per_channel}"
     lines = [
         f"**Model** {entry.name} · {cost}",
-        f"**This request** {result.seconds:.2f} s on {backend}" + (" · ×8 self-ensemble" if result.ensemble else ""),
+        f"**This request** {result.seconds:.2f} s on {backend}" + (f" · ×{result.ensemble} self-ensemble" if result.ensemble else ""),
     ]
     if result.sigma is not None:
         lines.append(f"**Noise level** σ {'=' if sigma_given else '≈'} {result.sigma:.1f}" + ("" if sigma_given else " (estimated)"))
