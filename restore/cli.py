@@ -200,7 +200,7 @@ RuntimeDcnPluginOpt = typer.Option(
 OverlapOpt = typer.Option(16, "--overlap", help="Overlap between tiles, blended with smooth weights.")
 EnsembleOpt = typer.Option(False, "--ensemble", help="Average the model over the 8 flips/rotations of the image: "
                            "a little more quality (≈ +0.1 dB) for 8× the time (derain: the 4 that keep rain upright, "
-                           "≈ +0.3 dB for 4×; denoise-real: the 2 that keep the camera mosaic in phase, ≈ +0.2 dB for 2×).")
+                           "≈ +0.25 dB for 4×; denoise-real: the 2 that keep the camera mosaic in phase, ≈ +0.2 dB for 2×).")
 
 
 def _tile_config(tile: int, overlap: int, no_tile: bool, batch: int = 16):
