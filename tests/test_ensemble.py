@@ -1,5 +1,5 @@
 """The self-ensemble: exact transforms, an exact inverse, and what it does to a model
-(×8 for noise and blocks; ×4 upright transforms for rain)."""
+(×8 for Gaussian noise and blocks; ×4 upright transforms for rain, ×2 for camera noise)."""
 
 from pathlib import Path
 
