@@ -19,7 +19,6 @@ import torch
 from restore.data import AWGN, EvalSet, PairedFolder, degradation_from_spec, list_images, rain100l_pairing
 from restore.errors import RestoreError
 from restore.metrics import psnr, ssim
-from restore.runtime.ensemble import ensemble_transforms
 from restore.runtime.tiling import TileConfig, restore_tensor
 
 
@@ -66,7 +65,7 @@ def _zoo_system(spec: str | None, options: EvalOptions) -> System:
     sigma = _known_sigma(options) if options.sigma_mode == "known" and restorer.entry.noise_map else None
     if options.sigma_mode not in ("known", "estimate"):
         raise RestoreError("--sigma must be 'known' or 'estimate'")
-    averaged = len(ensemble_transforms(restorer.task)) if ensemble else 1
+    averaged = len(restorer.ensemble_transforms) if ensemble else 1
     label = restorer.name + (f" ×{averaged}" if ensemble else "")
     label += " (σ estimated)" if restorer.entry.noise_map and sigma is None else ""
     in_channels = restorer.entry.channels + (1 if restorer.entry.noise_map else 0)

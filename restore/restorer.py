@@ -89,6 +89,11 @@ class Restorer:
     def channels(self) -> int:
         return self.entry.channels
 
+    @property
+    def ensemble_transforms(self) -> tuple[int, ...]:
+        """The flips/rotations the self-ensemble averages for this model's task."""
+        return ensemble_transforms(self.task)
+
     def profile(self, size: int = 256):
         from restore.runtime.profile import profile_module
 
@@ -133,7 +138,7 @@ class Restorer:
         elif sigma is not None and self.task.startswith("denoise"):
             raise RestoreError(f"model {self.name!r} is trained for one noise level and takes no --sigma")
         ensemble = self.ensemble if ensemble is None else ensemble
-        averaged = ensemble_transforms(self.task) if ensemble else ()
+        averaged = self.ensemble_transforms if ensemble else ()
         if averaged:
             fn = SelfEnsemble(fn, averaged)
         h, w, c = pixels.shape
