@@ -21,6 +21,7 @@ from restore.data import (
     split_two,
 )
 from restore.data.datasets import _load_clean, readable_images, skipped_report
+from restore.data.symmetry import ALL_TRANSFORMS, UPRIGHT_TRANSFORMS
 from restore.errors import RestoreError
 
 
@@ -196,10 +197,41 @@ def test_paired_folder_rain100l(shared_dir):
         assert rainy.shape == clean.shape and rainy.shape[0] == 3
         assert (rainy - clean).mean() >= -10 / 255
         assert torch.all(rainy >= clean - 10 / 255 - 1e-6)  # rain only adds brightness
-    crops = PairedFolder(root / "rain", root / "norain", pairing=rain100l_pairing, patch=48, augment=True)
+    crops = PairedFolder(root / "rain", root / "norain", pairing=rain100l_pairing, patch=48, augment=UPRIGHT_TRANSFORMS)
     rainy, clean = crops[3]
     assert rainy.shape == clean.shape == (3, 48, 48)
     assert torch.all(rainy >= clean - 10 / 255 - 1e-6)  # the crops are aligned
+
+
+def test_paired_folder_augments_with_the_given_transforms_only(tmp_path):
+    # A pair is transformed after it was degraded: drawing a quarter turn would turn its
+    # rain horizontal. With the upright transforms a vertical streak stays a full column.
+    (tmp_path / "rain").mkdir()
+    (tmp_path / "norain").mkdir()
+    streak = np.zeros((32, 32), np.uint8)
+    streak[:, 9] = 255
+    Image.fromarray(streak).save(tmp_path / "rain" / "a.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "norain" / "a.png")
+    for augment, looks in ((UPRIGHT_TRANSFORMS, 2), (ALL_TRANSFORMS, 4), ((), 1)):
+        ds = PairedFolder(tmp_path / "rain", tmp_path / "norain", channels=1, augment=augment)
+        vertical, drawn = [], set()
+        for epoch in range(40):
+            ds.set_epoch(epoch)
+            rainy = ds[0][0][0]
+            vertical.append(bool((rainy == 1).all(dim=0).any()))
+            drawn.add(rainy.numpy().tobytes())
+        assert all(vertical) == (augment != ALL_TRANSFORMS)
+        assert len(drawn) == looks  # upright: columns 9 and 22; all 8: rows 9 and 22 too
+
+
+@pytest.mark.parametrize("augment", [True, (0, 8), "all"])
+def test_paired_folder_rejects_augment_without_transforms(tmp_path, augment):
+    (tmp_path / "rain").mkdir()
+    (tmp_path / "norain").mkdir()
+    _write(tmp_path / "rain" / "a.png", 8, 8)
+    _write(tmp_path / "norain" / "a.png", 8, 8)
+    with pytest.raises(RestoreError, match="UPRIGHT_TRANSFORMS for rain"):
+        PairedFolder(tmp_path / "rain", tmp_path / "norain", augment=augment)
 
 
 def test_paired_folder_rain100h_same_name(shared_dir):

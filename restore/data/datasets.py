@@ -25,6 +25,7 @@ from restore.data.degradations import (
     degradation_from_spec,
     degrade_for_eval,
 )
+from restore.data.symmetry import check_transforms
 from restore.errors import RestoreError
 
 __all__ = [
@@ -315,7 +316,7 @@ class PatchDataset(Dataset):
             raise RestoreError(f"{self.paths[i].name} is smaller than patch {self.patch}")
         top, left = int(rng.integers(h - self.patch + 1)), int(rng.integers(w - self.patch + 1))
         clean = _to_float(arr[top : top + self.patch, left : left + self.patch], self.channels)
-        if self.augment:
+        if self.augment:  # all 8: the patch is transformed before it is degraded
             clean = np.ascontiguousarray(_dihedral(clean, int(rng.integers(8))))
         if isinstance(self.degradation, LevelDegradation):
             level = self.degradation.sample_level(rng)
@@ -335,6 +336,10 @@ class PairedFolder(Dataset):
     such as `rain100l_pairing`. A clean file with the same stem but another extension is
     accepted. Full images when `patch` is None, else aligned random crops (seeded by
     (seed, epoch, index) like PatchDataset). Returns `(degraded, clean)` C×H×W tensors.
+
+    `augment` lists the flips/rotations to draw from (`restore.data.symmetry`): only those
+    that leave the pairs' degradation alike, e.g. `UPRIGHT_TRANSFORMS` for rain, since a
+    pair is transformed after it was degraded. Default: none.
     """
 
     def __init__(
@@ -345,10 +350,17 @@ class PairedFolder(Dataset):
         pairing: str | Callable[[str], str] = "same-name",
         patch: int | None = None,
         channels: int = 3,
-        augment: bool = False,
+        augment: Sequence[int] = (),
         seed: int = 0,
     ) -> None:
         _check_channels(channels)
+        try:
+            augment = check_transforms(augment)
+        except (TypeError, ValueError):
+            raise RestoreError(
+                f"augment takes the flips/rotations that keep the pairs' degradation alike "
+                f"(e.g. UPRIGHT_TRANSFORMS for rain), got {augment!r}"
+            ) from None
         if pairing == "same-name":
             partner_name: Callable[[str], str] = lambda name: name  # noqa: E731
         elif callable(pairing):
@@ -397,7 +409,7 @@ class PairedFolder(Dataset):
             window = np.s_[top : top + self.patch, left : left + self.patch]
             degraded, clean = degraded[window], clean[window]
         if self.augment:
-            k = int(rng.integers(8))
+            k = self.augment[int(rng.integers(len(self.augment)))]
             degraded, clean = _dihedral(degraded, k), _dihedral(clean, k)
         return _to_tensor(degraded), _to_tensor(clean)
 

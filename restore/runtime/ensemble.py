@@ -2,16 +2,9 @@
 flips/rotations of each batch, undo each transform and average.
 
 Gaussian noise and JPEG blocks look the same under all 8 flips/rotations, so the 8 outputs
-make different errors that partly cancel: a little more quality for 8× the compute. Two
-degradations are not that symmetric, and averaging over transforms that change them costs
-quality instead (docs/RESULTS.md §3.5):
-
-- rain falls near-vertically; a quarter turn shows a de-raining net horizontal streaks no
-  training image had (Rain100H lost 5 dB with all 8). De-raining averages the 4 transforms
-  that keep vertical lines vertical (identity, half turn, both flips).
-- camera noise comes through an RGGB mosaic with red at the top-left pixel; only the
-  identity and the transpose keep every pixel's colour in the mosaic, and the other six
-  cost `denoise-real` 1.3–2.3 dB each (one LIVE1 image). Real-noise denoising averages those 2.
+make different errors that partly cancel: a little more quality for 8× the compute. Rain and
+camera noise are alike under fewer, and averaging over transforms that change them costs
+quality instead; `ensemble_transforms` gives each task's set (`restore.data.symmetry`).
 
 The ensemble wraps any backend (torch, ONNX Runtime, TensorRT) because it only transforms
 the batch."""
@@ -20,17 +13,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SelfEnsemble", "dihedral", "ensemble_transforms", "undo_dihedral"]
+from restore.data.symmetry import ALL_TRANSFORMS, check_transforms, task_transforms
 
-ALL_TRANSFORMS = tuple(range(8))
-UPRIGHT_TRANSFORMS = (0, 2, 4, 6)  # identity, half turn, horizontal flip, vertical flip
-MOSAIC_TRANSFORMS = (0, 7)  # identity, transpose: the RGGB mosaic stays in phase
-_TASK_TRANSFORMS = {"derain": UPRIGHT_TRANSFORMS, "denoise-real": MOSAIC_TRANSFORMS}
+__all__ = ["SelfEnsemble", "dihedral", "ensemble_transforms", "undo_dihedral"]
 
 
 def ensemble_transforms(task: str) -> tuple[int, ...]:
     """The transforms (indices for `dihedral`) whose average suits a model of `task`."""
-    return _TASK_TRANSFORMS.get(task, ALL_TRANSFORMS)
+    return task_transforms(task)
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -55,10 +45,10 @@ class SelfEnsemble:
     the network's size multiple on both sides, so every network here takes the swapped shape."""
 
     def __init__(self, backend, transforms: tuple[int, ...] = ALL_TRANSFORMS):
-        if not transforms or any(k not in ALL_TRANSFORMS for k in transforms):
-            raise ValueError(f"transforms must be a non-empty subset of 0..7, got {transforms!r}")
+        self.transforms = check_transforms(transforms)
+        if not self.transforms:
+            raise ValueError("transforms must not be empty")
         self.backend = backend
-        self.transforms = tuple(transforms)
         self.device = getattr(backend, "device", "cpu")
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
