@@ -3,7 +3,7 @@
 
 Issue 7 asks denoise-gray to run ≥ 3× (goal 5×) faster than the DnCNN peer with PyTorch on
 2 CPU threads. Every network runs the same whole gray image through the same backend
-(TorchBackend: inference mode, channels_last on CPU); the networks are timed in interleaved
+(TorchBackend: inference mode, channels_last on CPU, float32 unless --precision asks for bf16 too); the networks are timed in interleaved
 rounds so that a slow moment of the machine hits all of them alike, and the median of the
 rounds is reported. Ratios are only meaningful within one run. Like the `restore` CLI, the
 benchmark keeps freed memory in the process (restore.runtime.allocator) for every network;
@@ -13,6 +13,7 @@ RESTORE_MALLOC=default measures glibc's default behaviour instead.
     python benchmarks/throughput.py --out docs/results   # + throughput.md / .json there
     python benchmarks/throughput.py --rounds 3 --size 128 --models denoise-gray   # quick
     python benchmarks/throughput.py --models denoise-gray training/denoise-gray-deep   # a candidate
+    python benchmarks/throughput.py --models denoise-gray --precision fp32 bf16   # bf16 autocast too
 """
 
 from __future__ import annotations
@@ -46,43 +47,51 @@ def gray_denoisers() -> list[str]:
     return [e.name for e in list_entries() if e.task == "denoise" and e.channels == 1]
 
 
-def candidates(names: list[str]) -> dict[str, tuple[TorchBackend, int, bool]]:
-    """name → (backend, in_channels, noise map?); DnCNN first (the reference)."""
-    nets: dict[str, tuple[TorchBackend, int, bool]] = {}
-    dncnn = load_peer(PEER) if PEER.is_file() else DnCNN(channels=1)  # speed does not depend on the weights
-    nets["DnCNN (peer)"] = (TorchBackend(dncnn, device="cpu"), 1, False)
-    for name in names:  # zoo models, or training runs measured before they are shipped
-        net, entry = network_for(name)
-        nets[entry.name] = (TorchBackend(net, device="cpu"), entry.channels, entry.noise_map)
+PEER_NAME = "DnCNN (peer)"
+
+
+def candidates(names: list[str], precisions: list[str]) -> dict[str, tuple[TorchBackend, int, bool, str]]:
+    """label → (backend, in_channels, noise map?, precision); DnCNN first at each precision."""
+    nets: dict[str, tuple[TorchBackend, int, bool, str]] = {}
+    for precision in precisions:
+        suffix = f" [{precision}]" if len(precisions) > 1 else ""
+        dncnn = load_peer(PEER) if PEER.is_file() else DnCNN(channels=1)  # speed does not depend on the weights
+        nets[PEER_NAME + suffix] = (TorchBackend(dncnn, device="cpu", precision=precision), 1, False, precision)
+        for name in names:  # zoo models, or training runs measured before they are shipped
+            net, entry = network_for(name)
+            backend = TorchBackend(net, device="cpu", precision=precision)
+            nets[entry.name + suffix] = (backend, entry.channels, entry.noise_map, precision)
     return nets
 
 
-def run(names: list[str], size: int, rounds: int, threads: int) -> dict:
+def run(names: list[str], size: int, rounds: int, threads: int, precisions: list[str]) -> dict:
     malloc = "kept freed memory (restore.runtime.allocator)" if keep_freed_memory() else "glibc default"
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    nets = candidates(names)
+    nets = candidates(names, precisions)
     image = torch.rand(1, 1, size, size)
     inputs = {n: append_noise_map(image, torch.tensor([25.0])) if noise_map else image
-              for n, (_, _, noise_map) in nets.items()}
+              for n, (_, _, noise_map, _) in nets.items()}
     times: dict[str, list[float]] = {n: [] for n in nets}
     with torch.inference_mode():
-        for n, (backend, _, _) in nets.items():  # warm-up
+        for n, (backend, *_) in nets.items():  # warm-up
             backend(inputs[n])
         for _ in range(rounds):
-            for n, (backend, _, _) in nets.items():
+            for n, (backend, *_) in nets.items():
                 start = time.perf_counter()
                 backend(inputs[n])
                 times[n].append(time.perf_counter() - start)
-    reference = statistics.median(times["DnCNN (peer)"])
+    median = {n: statistics.median(t) for n, t in times.items()}
+    peer = {precision: median[n] for n, (*_, precision) in nets.items() if n.startswith(PEER_NAME)}
+    reference = peer.get("fp32", next(iter(peer.values())))  # the peer as shipped: float32
     rows = []
-    for n, (backend, channels, noise_map) in nets.items():
-        median = statistics.median(times[n])
+    for n, (backend, channels, noise_map, precision) in nets.items():
         module = backend.module
         rows.append({
-            "model": n, "params": count_parameters(module),
+            "model": n, "precision": backend.precision, "params": count_parameters(module),
             "gflops_per_mp": flops_per_megapixel(module, channels + int(noise_map)) / 1e9,
-            "median_ms": median * 1e3, "mp_per_s": size * size / 1e6 / median, "speedup_vs_dncnn": reference / median,
+            "median_ms": median[n] * 1e3, "mp_per_s": size * size / 1e6 / median[n],
+            "speedup_vs_dncnn": reference / median[n], "speedup_vs_dncnn_same_precision": peer[precision] / median[n],
         })
     return {"size": size, "rounds": rounds, "threads": threads, "torch": torch.__version__, "malloc": malloc,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "rows": rows,
@@ -93,10 +102,11 @@ def markdown(result: dict) -> str:
     lines = [f"Gray {result['size']}×{result['size']} whole image, PyTorch CPU, {result['threads']} threads, "
              f"median of {result['rounds']} interleaved rounds (torch {result['torch']}, {result['machine']}, "
              f"malloc: {result['malloc']})", "",
-             "| model | params | GFLOPs/MP | median (ms) | MP/s | × DnCNN |", "|---|---|---|---|---|---|"]
+             "| model | precision | params | GFLOPs/MP | median (ms) | MP/s | × DnCNN (fp32) | × DnCNN (same precision) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['model']} | {r['params']:,} | {r['gflops_per_mp']:.0f} | {r['median_ms']:.1f} | "
-                     f"{r['mp_per_s']:.2f} | {r['speedup_vs_dncnn']:.2f} |")
+        lines.append(f"| {r['model']} | {r['precision']} | {r['params']:,} | {r['gflops_per_mp']:.0f} | {r['median_ms']:.1f} | "
+                     f"{r['mp_per_s']:.2f} | {r['speedup_vs_dncnn']:.2f} | {r['speedup_vs_dncnn_same_precision']:.2f} |")
     return "\n".join(lines)
 
 
@@ -106,9 +116,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "auto"],
+                        help="torch numerics to time, each for every network, DnCNN included (default: fp32)")
     parser.add_argument("--out", type=Path, default=None, help="folder for throughput.md and throughput.json")
     args = parser.parse_args()
-    result = run(args.models if args.models is not None else gray_denoisers(), args.size, args.rounds, args.threads)
+    result = run(args.models if args.models is not None else gray_denoisers(), args.size, args.rounds, args.threads,
+                 args.precision)
     text = markdown(result)
     print(text)
     if args.out:

@@ -104,6 +104,7 @@ def train(
     val_dir: Optional[Path] = typer.Option(None, help="Validation folder (default: hold out training images)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     seed: Optional[int] = typer.Option(None, help="Random seed (data split, patches, init) for a repeatable run (default: the config's, 0)."),
+    precision: Optional[str] = typer.Option(None, help="fp32 (default), bf16 (forward pass under bf16 autocast: ~2× faster on a CPU with native bf16) or auto (bf16 where native)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on a terminal (log lines on a pipe); --no-progress shows neither, e.g. under nohup. RUN/log.txt gets every line anyway."),
 ):
     """Train a derived network (a preset or a searched genotype). Resumes if RUN has a checkpoint.
@@ -120,6 +121,7 @@ def train(
         train_dirs=[str(p) for p in data] if data else None,
         degradation=degradation, channels=channels, noise_map=noise_map, steps=steps, batch=batch,
         patch=patch, lr=lr, loss=loss, val_dir=str(val_dir) if val_dir else None, threads=threads, seed=seed,
+        precision=precision,
     )
     saved = run / "config.json"
     if config is not None:
@@ -202,6 +204,10 @@ EnsembleOpt = typer.Option(False, "--ensemble", help="Average the model over the
                            "a little more quality (≈ +0.1 dB) for 8× the time (derain: the 4 that keep rain upright, "
                            "≈ +0.25 dB for 4×; denoise-real: the 2 that keep the camera mosaic in phase, ≈ +0.2 dB for 2×).")
 
+PrecisionOpt = typer.Option("auto", "--precision", metavar="auto|fp32|bf16",
+                            help="Numerics of the torch backend: auto = bf16 autocast where the CPU/GPU computes bf16 "
+                                 "natively (1.8–2.5× faster on such CPUs, within 0.01 dB), else fp32.")
+
 
 def _tile_config(tile: int, overlap: int, no_tile: bool, batch: int = 16):
     from restore.runtime.tiling import TileConfig
@@ -221,18 +227,30 @@ def _check_trt_backend(backend: str, dcn_plugin: Optional[str]) -> None:
     require_trt_build(dcn_plugin or "builtin")
 
 
+def _check_precision(precision: str, backend: str) -> None:
+    """--precision is one of auto/fp32/bf16, and bf16 needs the torch backend — checked before any work."""
+    from restore.runtime.precision import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise RestoreError(f"unknown --precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and backend != "torch":
+        raise RestoreError(f"--precision bf16 only applies to --backend torch, not {backend}")
+
+
 def _run_task(task: str, inputs: List[str], output_dir: Optional[Path], model: Optional[str], sigma: Optional[float],
               tile: int, overlap: int, no_tile: bool, backend: str, device: str, overwrite: bool, max_pixels: int,
-              onnx_file: Optional[Path], dcn_plugin: Optional[str] = None, ensemble: bool = False) -> None:
+              onnx_file: Optional[Path], dcn_plugin: Optional[str] = None, ensemble: bool = False,
+              precision: str = "auto") -> None:
     from restore.pipeline import restore_files
 
     _check_trt_backend(backend, dcn_plugin)
+    _check_precision(precision, backend)
     if onnx_file is not None and backend == "torch":
         raise RestoreError("--onnx-file runs an exported model: add --backend onnx (or tensorrt)")
     report = restore_files(
         task, inputs, output_dir=output_dir, model=model, sigma=sigma, tile=_tile_config(tile, overlap, no_tile),
         backend=backend, device=device, overwrite=overwrite, max_pixels=max_pixels, onnx_path=onnx_file,
-        dcn_plugin=dcn_plugin, ensemble=ensemble, echo=lambda line: typer.echo(line),
+        dcn_plugin=dcn_plugin, ensemble=ensemble, precision=precision, echo=lambda line: typer.echo(line),
     )
     if report.failed:
         _fail(f"{len(report.failed)} of {report.total} file(s) failed", code=1)
@@ -254,9 +272,10 @@ def _task_command(task: str, summary: str, sigma_help: Optional[str]):
         onnx_file: Optional[Path] = typer.Option(None, "--onnx-file", help="With --backend onnx/tensorrt: an exported model to run."),
         dcn_plugin: Optional[str] = RuntimeDcnPluginOpt,
         ensemble: bool = EnsembleOpt,
+        precision: str = PrecisionOpt,
     ):
         _run_task(task, inputs, output_dir, model, sigma, tile, overlap, no_tile, backend, device, overwrite, max_pixels,
-                  onnx_file, dcn_plugin, ensemble)
+                  onnx_file, dcn_plugin, ensemble, precision)
 
     command.__doc__ = summary
     return user_errors(command)
@@ -297,6 +316,9 @@ def eval_(
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write per-image results as JSON."),
     per_image: bool = typer.Option(False, "--per-image", help="Print every image, not just the means."),
+    precision: str = typer.Option("fp32", "--precision", metavar="fp32|bf16|auto",
+                                  help="Numerics of every torch system (DnCNN too): fp32 (default) scores the reference; "
+                                       "auto or bf16 scores the fast path the restore commands take where bf16 is native."),
 ):
     """PSNR/SSIM of models over a folder, side by side, at deterministic degradations."""
     from restore.evaluate import EvalOptions, evaluate_models, render_markdown
@@ -304,7 +326,8 @@ def eval_(
 
     options = EvalOptions(degradation=degradation, channels=channels, crop=crop, y_channel=y_channel,
                           sigma_mode=sigma, tile=_tile_config(tile, overlap, not use_tiles), limit=limit,
-                          clean_dir=clean_dir, task=task or task_for_degradation(degradation))
+                          clean_dir=clean_dir, task=task or task_for_degradation(degradation), precision=precision)
+    _check_precision(precision, "torch")
     result = evaluate_models(folder, model or [None], options, progress=True)
     table = render_markdown(result, per_image=per_image)
     typer.echo(table)
@@ -509,6 +532,7 @@ def bench(
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
     dcn_plugin: Optional[str] = RuntimeDcnPluginOpt,
+    precision: str = PrecisionOpt,
 ):
     """Speed of a model on one backend: parameters, FLOPs per megapixel, whole-image and tiled latency.
 
@@ -530,6 +554,7 @@ def bench(
     if size < 1 or tile < 1:
         raise RestoreError("--size and --tile must be positive")
     _check_trt_backend(kind, dcn_plugin)  # before loading and profiling the model
+    _check_precision(precision, kind)
     if threads:
         torch.set_num_threads(threads)
     module, entry, note = resolve_model_source(model)
@@ -538,7 +563,8 @@ def bench(
     in_channels, multiple = module_in_channels(module), int(getattr(module, "size_multiple", 1))
     side = -(-size // multiple) * multiple
     cost = profile_module(module, in_channels, side)  # before the backend takes the module
-    runner = make_backend(kind, module, device=device, entry=entry, tile=tile, dcn_plugin=dcn_plugin)
+    runner = make_backend(kind, module, device=device, entry=entry, tile=tile, dcn_plugin=dcn_plugin,
+                          precision=precision)
     x = torch.rand(1, in_channels, side, side, generator=torch.Generator().manual_seed(0))
     if entry.noise_map:
         x[:, -1] = 25 / 255
@@ -555,7 +581,8 @@ def bench(
     if json_out:
         result = dict(model=entry.name, backend=kind, runs_on=runner.describe(), params=cost.params,
                       flops_per_megapixel=cost.flops_per_mp, size=side, tile=tile, tiles=tiles,
-                      threads=torch.get_num_threads(), whole=asdict(whole), tiled=asdict(tiled))
+                      threads=torch.get_num_threads(), precision=getattr(runner, "precision", "fp32"),
+                      whole=asdict(whole), tiled=asdict(tiled))
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 

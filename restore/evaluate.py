@@ -33,6 +33,7 @@ class EvalOptions:
     limit: int | None = None
     clean_dir: Path | None = None
     task: str = "denoise"
+    precision: str = "fp32"  # torch numerics of every system; fp32 scores the reference, "auto" what users run
 
 
 @dataclass
@@ -61,7 +62,7 @@ def _zoo_system(spec: str | None, options: EvalOptions) -> System:
     if ensemble:
         spec = spec.removesuffix(ENSEMBLE_SUFFIX) or None  # "+x8" alone: the task's default model
     restorer = load(spec, task=options.task, channels=options.channels, tile=options.tile or TileConfig(tile=None),
-                    ensemble=ensemble)
+                    ensemble=ensemble, precision=options.precision)
     sigma = _known_sigma(options) if options.sigma_mode == "known" and restorer.entry.noise_map else None
     if options.sigma_mode not in ("known", "estimate"):
         raise RestoreError("--sigma must be 'known' or 'estimate'")
@@ -82,7 +83,7 @@ def _dncnn_system(path: str, options: EvalOptions) -> System:
     from restore.runtime.profile import count_parameters, flops_per_megapixel
 
     net = load_peer(Path(path))
-    backend = TorchBackend(net, device="cpu")
+    backend = TorchBackend(net, device="cpu", precision=options.precision)
 
     def run(x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))).unsqueeze(1)  # channels as a batch of gray images

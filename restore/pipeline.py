@@ -116,7 +116,7 @@ def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: s
                   sigma: float | None = None, tile: TileConfig | None = None, backend: str = "torch",
                   device: str = "auto", overwrite: bool = False, max_pixels: int | None = None,
                   onnx_path: Path | None = None, dcn_plugin: str | None = None, ensemble: bool = False,
-                  echo: Callable[[str], None] = print) -> Report:
+                  precision: str = "auto", echo: Callable[[str], None] = print) -> Report:
     if sigma is not None and not (math.isfinite(sigma) and sigma >= 0):  # once, not once per file
         raise RestoreError(f"--sigma must be a finite number ≥ 0, got {sigma:g}")
     paths = expand_inputs(inputs)
@@ -129,7 +129,7 @@ def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: s
     if model is not None:
         _check_model_task(task, model)
     restorers = _RestorerCache(task, model, backend=backend, device=device, tile=tile, onnx_path=onnx_path,
-                               dcn_plugin=dcn_plugin, ensemble=ensemble)
+                               dcn_plugin=dcn_plugin, ensemble=ensemble, precision=precision)
     report = Report(total=len(paths))
     single = len(paths) == 1
     outputs = _plan_outputs(paths, task, output_dir)

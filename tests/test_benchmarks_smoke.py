@@ -21,13 +21,25 @@ def _script(name: str):
 
 def test_throughput_reports_ratios_against_dncnn():
     bench = _script("throughput")
-    result = bench.run(["denoise-gray"], size=32, rounds=1, threads=1)
+    result = bench.run(["denoise-gray"], size=32, rounds=1, threads=1, precisions=["fp32"])
     rows = {r["model"]: r for r in result["rows"]}
     assert rows["DnCNN (peer)"]["speedup_vs_dncnn"] == pytest.approx(1.0)
     assert 1000 < rows["DnCNN (peer)"]["gflops_per_mp"] < 1200  # 17 layers × 64 channels, 3×3
     assert rows["denoise-gray"]["gflops_per_mp"] < rows["DnCNN (peer)"]["gflops_per_mp"]
     assert rows["denoise-gray"]["speedup_vs_dncnn"] > 0
-    assert "| denoise-gray |" in bench.markdown(result)
+    assert "| denoise-gray | fp32 |" in bench.markdown(result)
+
+
+def test_throughput_times_each_precision_against_the_fp32_peer_and_its_own():
+    bench = _script("throughput")
+    result = bench.run(["denoise-gray"], size=32, rounds=1, threads=1, precisions=["fp32", "bf16"])
+    rows = {r["model"]: r for r in result["rows"]}
+    assert set(rows) == {"DnCNN (peer) [fp32]", "denoise-gray [fp32]", "DnCNN (peer) [bf16]", "denoise-gray [bf16]"}
+    assert rows["DnCNN (peer) [fp32]"]["speedup_vs_dncnn"] == pytest.approx(1.0)
+    assert rows["DnCNN (peer) [bf16]"]["speedup_vs_dncnn_same_precision"] == pytest.approx(1.0)
+    assert rows["denoise-gray [bf16]"]["precision"] == "bf16"
+    ratio = rows["DnCNN (peer) [fp32]"]["median_ms"] / rows["denoise-gray [bf16]"]["median_ms"]
+    assert rows["denoise-gray [bf16]"]["speedup_vs_dncnn"] == pytest.approx(ratio)
 
 
 def test_zoo_eval_writes_a_table_and_its_command(shared_dir, tmp_path, monkeypatch):

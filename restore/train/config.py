@@ -36,6 +36,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0: torch default
     channels_last: bool = True  # 1.3–2× faster CPU convs here
+    precision: str = "fp32"  # "bf16": convs under bf16 autocast, ~2× faster where the CPU has native bf16; "auto"
     init_from: str | None = None  # warm start: a .safetensors of model weights
     grow: bool = False  # init_from is a shallower net; the added residual blocks start as identities
 
@@ -60,5 +61,7 @@ class TrainConfig:
         for key in ("lr_min", "ssim_weight", "grad_clip"):
             if not getattr(self, key) >= 0:
                 raise RestoreError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise RestoreError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.lr_min > self.lr:
             raise RestoreError(f"lr_min ({self.lr_min}) must not exceed lr ({self.lr})")

@@ -29,6 +29,7 @@ from restore.models.build import build, resolve_genotype
 from restore.models.genotype import save_genotype
 from restore.models.grow import load_grown
 from restore.runtime.noise import append_noise_map
+from restore.runtime.precision import autocast, resolve_precision
 from restore.runtime.tiling import TileConfig, restore_tensor
 from restore import faults
 from restore.train.checkpoint import load_state, rng_state, save_state, save_tensors, set_rng_state
@@ -100,6 +101,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.ema = EMA(self.model, cfg.ema) if cfg.ema > 0 else None
         self.loss = loss_fn(cfg.loss, cfg.ssim_weight)
+        self.precision = resolve_precision(cfg.precision)  # the forward pass only; weights, Adam and validation stay fp32
         split = split_images(cfg)
         self.data = PatchDataset(
             split.train, patch=cfg.patch, channels=cfg.channels, degradation=cfg.degradation,
@@ -183,7 +185,9 @@ class Trainer:
         set_lr(self.optimizer, lr)
         x, y = self.batch(self.step)
         self.net.train()
-        loss = self.loss(self.net(x), y)
+        with autocast(self.precision):
+            pred = self.net(x)
+        loss = self.loss(pred.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
@@ -222,7 +226,7 @@ class Trainer:
         t0 = time.time()
         with ProgressLog(self.run, cfg.steps, self.step, "train", self.show_progress) as progress:
             progress.note(f"training {self.genotype.space} '{cfg.model}' for {cfg.steps} steps on "
-                          f"{len(self.data.paths)} images, {self.dist.world} process(es)")
+                          f"{len(self.data.paths)} images, {self.dist.world} process(es), {self.precision}")
             for line in self.skipped_report():
                 progress.note(line)
             while self.step < cfg.steps:
