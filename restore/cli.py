@@ -388,20 +388,24 @@ def app_command(
     max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", help="Refuse uploads larger than this (MB)."),
     concurrency: int = typer.Option(1, "--concurrency", min=1, max=8, help="Requests restored at the same time (1–2 on CPU)."),
     queue_size: int = typer.Option(16, "--queue-size", min=1, help="Requests allowed to wait; more are turned away."),
+    precision: str = PrecisionOpt,
 ):
     """Open the web demo: upload an image, restore it, compare before/after.
 
     Needs gradio, from the package's app extra. Example: restore app --port 7860
     """
     from restore.app import AppService, Limits, launch, require_gradio
+    from restore.app.handlers import ZooCatalog
 
     if backend not in ("torch", "onnx"):
         raise RestoreError(f"unknown backend {backend!r} for the app (choose torch or onnx)")
+    _check_precision(precision, backend)
     if max_pixels < 1 or max_upload_mb <= 0:
         raise RestoreError("--max-pixels and --max-upload-mb must be positive")
     require_gradio()
     limits = Limits(max_pixels=max_pixels, max_upload_bytes=int(max_upload_mb * 2**20))
-    service = AppService(backend=backend, device=device, tile=_tile_config(tile, overlap, False), limits=limits)
+    service = AppService(catalog=ZooCatalog(precision), backend=backend, device=device,
+                         tile=_tile_config(tile, overlap, False), limits=limits)
     # `kill` (SIGTERM) stops the app as Ctrl+C does (gradio closes the server on KeyboardInterrupt),
     # so the exit handlers still run and remove its scratch folder
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -109,6 +109,8 @@ def test_training_in_bf16_learns(tiny_genotype, tiny_train_dir, tmp_path):
     (["denoise", "x.png", "--precision", "fp16"], "unknown --precision 'fp16'"),
     (["denoise", "x.png", "--precision", "bf16", "--backend", "onnx"], "only applies to --backend torch"),
     (["bench", "--precision", "half"], "unknown --precision 'half'"),
+    (["app", "--precision", "fp16"], "unknown --precision 'fp16'"),
+    (["app", "--precision", "bf16", "--backend", "onnx"], "only applies to --backend torch"),
 ])
 def test_cli_refuses_bad_precision_in_one_line(args, text):
     result = CliRunner().invoke(app, args)
@@ -128,3 +130,13 @@ def test_eval_scores_fp32_unless_asked(shared_dir, tmp_path):
         assert result.exit_code == 0, result.output
         rows[precision] = out.read_text()
     assert rows["fp32"] != rows["bf16"]  # the option reaches the network
+
+
+def test_app_catalog_loads_at_its_precision():
+    from restore.app.handlers import ZooCatalog
+    from restore.zoo.registry import get_entry
+
+    entry = get_entry("denoise-gray")
+    for precision in ("fp32", "bf16"):
+        restorer = ZooCatalog(precision).load(entry, backend="torch", device="cpu", tile=TileConfig())
+        assert restorer.backend.precision == precision

@@ -64,6 +64,11 @@ class Catalog(Protocol):
 
 
 class ZooCatalog:
+    """The shipped zoo; `precision` is the torch backend's (auto: bf16 where native)."""
+
+    def __init__(self, precision: str = "auto"):
+        self.precision = precision
+
     def entries(self) -> list[ModelEntry]:
         from restore.zoo.registry import list_entries
 
@@ -77,7 +82,7 @@ class ZooCatalog:
     def load(self, entry: ModelEntry, *, backend: str, device: str, tile: TileConfig):
         from restore.restorer import load
 
-        return load(entry.name, backend=backend, device=device, tile=tile)
+        return load(entry.name, backend=backend, device=device, tile=tile, precision=self.precision)
 
 
 @dataclass
