@@ -206,7 +206,7 @@ EnsembleOpt = typer.Option(False, "--ensemble", help="Average the model over the
 
 PrecisionOpt = typer.Option("auto", "--precision", metavar="auto|fp32|bf16",
                             help="Numerics of the torch backend: auto = bf16 autocast where the CPU/GPU computes bf16 "
-                                 "natively (1.8–2.5× faster on such CPUs, within 0.01 dB), else fp32.")
+                                 "natively (1.8–2.5× faster on such CPUs; PSNR within a few hundredths of a dB), else fp32.")
 
 
 def _tile_config(tile: int, overlap: int, no_tile: bool, batch: int = 16):
