@@ -22,6 +22,7 @@ from restore.errors import RestoreError
 from restore.runtime.backends import TorchBackend
 from restore.runtime.ensemble import SelfEnsemble, ensemble_transforms
 from restore.runtime.noise import append_noise_map, estimate_sigma
+from restore.runtime.precision import resolve_precision
 from restore.runtime.tiling import TileConfig, restore_tensor
 from restore.zoo.registry import ModelEntry, default_entry, get_entry, load_network, load_weights, task_for_degradation
 
@@ -50,6 +51,7 @@ def make_backend(kind: str, module: nn.Module, *, device: str, entry: ModelEntry
     them for bf16 is an error."""
     if dcn_plugin is not None and kind != "tensorrt":
         raise RestoreError(f"--dcn-plugin only applies to --backend tensorrt, not {kind}")
+    resolve_precision(precision)  # an unknown name is refused whatever the backend
     if kind != "torch" and precision == "bf16":
         raise RestoreError(f"--precision bf16 only applies to --backend torch, not {kind}")
     if kind == "torch":

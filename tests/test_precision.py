@@ -43,6 +43,14 @@ def test_unknown_precision_is_refused():
         autocast("auto")
 
 
+def test_load_refuses_an_unknown_precision_for_any_backend():
+    for backend in ("torch", "onnx"):
+        with pytest.raises(RestoreError, match="unknown precision 'fp16'"):
+            restore.load("denoise-gray", backend=backend, precision="fp16")
+    with pytest.raises(RestoreError, match="only applies to --backend torch"):
+        restore.load("denoise-gray", backend="onnx", precision="bf16")
+
+
 def test_bf16_autocast_runs_convolutions_in_bf16():
     conv = torch.nn.Conv2d(1, 4, 3)
     with torch.inference_mode():
