@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import torch
 
-from restore.data.symmetry import ALL_TRANSFORMS, check_transforms, task_transforms
+# the transforms whose average suits a model of a task: those that leave its degradation alike
+from restore.data.symmetry import ALL_TRANSFORMS, check_transforms
+from restore.data.symmetry import task_transforms as ensemble_transforms
 
 __all__ = ["SelfEnsemble", "dihedral", "ensemble_transforms", "undo_dihedral"]
-
-
-def ensemble_transforms(task: str) -> tuple[int, ...]:
-    """The transforms (indices for `dihedral`) whose average suits a model of `task`."""
-    return task_transforms(task)
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:

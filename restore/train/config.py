@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from restore.errors import RestoreError
+from restore.runtime.precision import PRECISIONS
 
 
 @dataclass
@@ -61,7 +62,7 @@ class TrainConfig:
         for key in ("lr_min", "ssim_weight", "grad_clip"):
             if not getattr(self, key) >= 0:
                 raise RestoreError(f"{key} must be >= 0, got {getattr(self, key)}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise RestoreError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise RestoreError(f"precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, got {self.precision!r}")
         if self.lr_min > self.lr:
             raise RestoreError(f"lr_min ({self.lr_min}) must not exceed lr ({self.lr})")
