@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from restore.errors import RestoreError
 from restore.models.build import build, resolve_genotype
 from restore.models.genotype import from_dict, load_genotype
-from restore.models.grow import block_levels, deepen, load_grown, main
+from restore.models.grow import NEW_STAGE_DELTA_LOGIT, add_stages, block_levels, deepen, load_grown, main
 from restore.train.config import TrainConfig
 from restore.train.trainer import Trainer
 
@@ -85,6 +85,34 @@ def test_grown_network_computes_what_the_shallow_one_did(min_level):
     assert last.weight.grad is not None and last.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("deeper", [False, True])
+def test_added_stage_first_passes_the_trained_stage_through(deeper):
+    torch.manual_seed(0)
+    g = from_dict(SHALLOW)
+    one = build(g).eval()
+    for p in one.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    grown_g = add_stages(deepen(g) if deeper else g, 2)
+    two = build(grown_g).eval()
+    added = load_grown(two, one.state_dict())
+    assert added[-1] == "unets.1" and len(added) == (1 + 2 * 4 if deeper else 1)
+    assert torch.equal(two.unets[1].head[0].weight, one.unets[0].head[0].weight)  # a copy ...
+    assert two.unets[1].head[0].weight.data_ptr() != two.unets[0].head[0].weight.data_ptr()  # ... not shared
+    assert two.delta_logit[1].item() == NEW_STAGE_DELTA_LOGIT
+    x = torch.rand(2, 1, 20, 28)
+    with torch.no_grad():
+        # δ(2) = sigmoid(−9) mixes back ≈ 1e-4 of the input, so not bit-exact
+        assert torch.allclose(two(x), one(x), atol=2e-4)
+        assert not torch.allclose(one(x), x, atol=1e-2)  # the check is not trivially met
+    two.train()
+    two(x).square().mean().backward()
+    assert two.unets[1].tail[-1].weight.grad.abs().sum() > 0
+    with pytest.raises(RestoreError, match="only 1"):
+        load_grown(one, two.state_dict())
+    with pytest.raises(RestoreError, match="more than the genotype's 2"):
+        add_stages(grown_g, 2)
+
+
 def test_load_grown_rejects_weights_of_another_network():
     g = from_dict(SHALLOW)
     deep = build(deepen(g))
@@ -109,6 +137,11 @@ def test_grow_command_writes_a_loadable_genotype(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(src), str(tmp_path / "x.json"), "--min-level", "9"])
     assert e.value.code == 2 and "min_level" in capsys.readouterr().err
+    main([str(src), str(tmp_path / "t2.json"), "--stages", "2"])  # stages alone deepen nothing
+    t2 = load_genotype(tmp_path / "t2.json")
+    assert t2.stages == 2 and t2.name == "shallow-t2" and t2.encoder == from_dict(SHALLOW).encoder
+    main([str(src), str(tmp_path / "t2d.json"), "--stages", "2", "--min-level", "1"])
+    assert _ops(load_genotype(tmp_path / "t2d.json").encoder[1]) == ["res_block_3x3"] * 2
 
 
 def test_training_warm_starts_a_deepened_network(tmp_path, tiny_train_dir):

@@ -10,6 +10,12 @@ and those levels are cheap: a conv at half resolution costs a quarter of one at 
 loads the trained shallow network into the deepened one and starts every new block as an
 identity (the last conv of its residual branch is zero), so training continues from
 exactly the function the shallow network computed.
+
+Unfolding stages (MoD-NAS Eq. 13, x(t) = δ(t)·y + (1−δ(t))·v(t)) grow the same way: an added
+stage copies the last trained U-Net, its 1×1 output conv starts at zero (so v(t) = x(t−1))
+and its δ near zero, so the deeper unfolding first passes the trained stage's output through.
+A second pass is what a net that under-removes heavy degradation lacks: it sees what the
+first one left behind.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from restore.models.genotype import Block, Layer, ModNASGenotype, load_genotype,
 from restore.models.ops import Identity, ResBlock
 
 RESIDUAL_OP = "res_block_3x3"
+# sigmoid(−9) ≈ 1.2e-4: an added stage mixes back almost none of the input y; not −inf, so
+# δ can still learn
+NEW_STAGE_DELTA_LOGIT = -9.0
 
 
 def block_levels(g: ModNASGenotype) -> tuple[list[int], list[int]]:
@@ -65,6 +74,16 @@ def deepen(g: ModNASGenotype, *, min_level: int = 1, max_level: int | None = Non
     return validate(replace(g, encoder=encoder, decoder=decoder, name=name))
 
 
+def add_stages(g: ModNASGenotype, stages: int) -> ModNASGenotype:
+    """The genotype unfolded over more stages T (train it with init_from + grow)."""
+    if not isinstance(g, ModNASGenotype):
+        raise RestoreError("unfolding stages apply to MoD-NAS genotypes only")
+    if stages <= g.stages:
+        raise RestoreError(f"stages must be more than the genotype's {g.stages}, got {stages}")
+    name = f"{g.name}-t{stages}" if g.name else f"t{stages}"
+    return validate(replace(g, stages=stages, name=name))
+
+
 def _new_blocks(model: nn.Module, missing: set[str]) -> list[tuple[str, ResBlock]]:
     """Residual blocks all of whose tensors are missing from the loaded state (the grown ones)."""
     found = []
@@ -80,9 +99,10 @@ def load_grown(model: nn.Module, parent_state: dict[str, torch.Tensor]) -> list[
     """Load a shallower network's weights; start the added residual blocks as identities.
 
     Every tensor of the parent must be used and every missing tensor must belong to an
-    added residual block with an identity shortcut; anything else is a mismatch.
-    Returns the names of the added blocks.
+    added residual block with an identity shortcut or to an added unfolding stage; anything
+    else is a mismatch. Returns the names of the added blocks and stages.
     """
+    parent_state, new_stages = _with_added_stages(model, parent_state)
     try:
         missing, unexpected = model.load_state_dict(parent_state, strict=False)
     except RuntimeError as e:  # shape mismatches: another width or wiring
@@ -106,7 +126,30 @@ def load_grown(model: nn.Module, parent_state: dict[str, torch.Tensor]) -> list[
             last.weight.zero_()
             if last.bias is not None:
                 last.bias.zero_()
-    return [name for name, _ in blocks]
+    for name in new_stages:
+        out = model.get_submodule(name).tail[-1]
+        with torch.no_grad():
+            out.weight.zero_()
+            out.bias.zero_()
+    return [name for name, _ in blocks] + new_stages
+
+
+def _with_added_stages(model: nn.Module, parent_state: dict[str, torch.Tensor]):
+    """The parent's weights extended to the model's extra unfolding stages (each a copy of the
+    parent's last U-Net, δ near zero), and the names of those stages."""
+    delta = parent_state.get("delta_logit")
+    unets = getattr(model, "unets", None)
+    if delta is None or unets is None or delta.numel() == len(unets):
+        return parent_state, []
+    have, want = delta.numel(), len(unets)
+    if have > want:
+        raise RestoreError(f"the parent weights unfold {have} stages, the grown network only {want}")
+    last = f"unets.{have - 1}."
+    state = dict(parent_state)
+    for t in range(have, want):
+        state.update({f"unets.{t}.{k[len(last):]}": v.clone() for k, v in parent_state.items() if k.startswith(last)})
+    state["delta_logit"] = torch.cat([delta, torch.full((want - have,), NEW_STAGE_DELTA_LOGIT, dtype=delta.dtype)])
+    return state, [f"unets.{t}" for t in range(have, want)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,13 +160,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("genotype", help="MoD-NAS genotype JSON")
     parser.add_argument("out", help="where to write the deepened genotype JSON")
-    parser.add_argument("--min-level", type=int, default=1,
-                        help="finest level to deepen: 0 = full resolution, 1 = half (default)")
+    parser.add_argument("--min-level", type=int, default=None,
+                        help="finest level to deepen: 0 = full resolution, 1 = half (the default "
+                             "unless only --stages is given)")
     parser.add_argument("--max-level", type=int, default=None,
                         help="coarsest level to deepen (default: the coarsest there is)")
+    parser.add_argument("--stages", type=int, default=None,
+                        help="unfold this many stages T (more than the genotype's: the added ones "
+                             "start as pass-throughs); alone, it deepens no level")
     args = parser.parse_args(argv)
     try:
-        g = deepen(load_genotype(args.genotype), min_level=args.min_level, max_level=args.max_level)
+        g = load_genotype(args.genotype)
+        if args.stages is not None:
+            g = add_stages(g, args.stages)
+        if args.min_level is not None or args.max_level is not None or args.stages is None:
+            g = deepen(g, min_level=1 if args.min_level is None else args.min_level, max_level=args.max_level)
         print(save_genotype(g, args.out))
     except RestoreError as e:
         parser.exit(2, f"error: {e}\n")
