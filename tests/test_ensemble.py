@@ -90,7 +90,10 @@ def test_the_shipped_derainer_gains_with_its_ensemble_and_would_lose_with_all_ei
     """A quarter turn shows the derainer horizontal streaks it never saw in training: the ×8
     average lost 5 dB on Rain100H (docs/RESULTS.md §3.5), the upright ×4 gains."""
     root = shared_dir / "data/rain/Rain100H"
-    rainy_path, clean_path = sorted(PairedFolder(root / "rain", root / "norain").pairs)[0]
+    # pair 20 (norain-27) has Rain100H's typical amount of rain; on the lightly rained first pair
+    # the T = 2 derainer already leaves little for the ensemble (+0.04 dB there, +0.26 dB over
+    # every 10th pair)
+    rainy_path, clean_path = sorted(PairedFolder(root / "rain", root / "norain").pairs)[20]
     window = np.s_[:128, :192]  # keeps the test quick; the whole image behaves the same way
     rainy, clean = read_image(rainy_path).pixels[window], read_image(clean_path).pixels[window]
     plain = restore.load(task="derain", channels=3)
