@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from restore.config import config_from_dict
 from restore.errors import RestoreError
-from restore.train.checkpoint import load_state
+from restore.train.checkpoint import load_state, save_state
+from restore.train.compact import expand_state
 from restore.train.config import TrainConfig
 from restore.train.run import MetricLog, ProgressLog, RunDir, format_duration
 from restore.train.trainer import Trainer, train
@@ -278,3 +279,38 @@ def test_bad_configs_are_clear(tiny_genotype, tiny_train_dir, tmp_path):
                       ({"lr_min": -1e-5}, "lr_min must be >= 0"), ({"lr": 1e-4, "lr_min": 1e-3}, "must not exceed lr")):
         with pytest.raises(RestoreError, match=text):
             tiny_config(tiny_genotype, tiny_train_dir, **bad)
+
+
+def test_compact_checkpoint_is_smaller_and_resumes_close_to_an_uninterrupted_run(tiny_genotype, tiny_train_dir, tmp_path):
+    """bf16 moments + a bf16 EMA delta (restore.train.compact): ≤ 65 % of the bytes, same step, near-same end."""
+    cfg = tiny_config(tiny_genotype, tiny_train_dir, compact_checkpoint=True)
+    train(cfg, tmp_path / "straight", show_progress=False)
+    first = Trainer(cfg, tmp_path / "resumed", show_progress=False)
+    first.run.save_config(cfg)
+    for _ in range(4):
+        first.train_step()
+    first.save_checkpoint()
+    save_state(tmp_path / "full.safetensors", first.state())
+    def network_bytes(path):  # a tiny net's JSON header and 5 kB RNG state would blur a real net's ratio
+        return sum(t.nbytes for k, t in load_file(str(path)).items() if not k.startswith(".rng"))
+
+    # four float32 copies (weights, EMA, two moments) → one float32 + three bf16: 10/16
+    assert network_bytes(first.run.checkpoint) <= 0.63 * network_bytes(tmp_path / "full.safetensors")
+
+    full, compact = load_state(tmp_path / "full.safetensors"), expand_state(load_state(first.run.checkpoint))
+    for k, v in full["model"].items():
+        assert torch.equal(v, compact["model"][k]), k  # training continues from float32 weights
+        lag = (full["ema"][k] - v).abs().max()
+        assert (compact["ema"][k] - full["ema"][k]).abs().max() <= lag / 128 + 1e-12, k  # the delta is what rounds
+    for index, slot in full["optimizer"]["state"].items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            got = compact["optimizer"]["state"][index][key]
+            assert got.dtype == torch.float32 and torch.allclose(got, slot[key], rtol=2 ** -8, atol=0), (index, key)
+
+    second = Trainer(cfg, tmp_path / "resumed", show_progress=False)
+    assert second.resume() and second.step == 4
+    second.fit()
+    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "last.safetensors"))
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-4), (k, (a[k] - b[k]).abs().max())

@@ -4,8 +4,9 @@ Determinism is by construction: the global batch of step s is drawn from generat
 seeded by (seed, s, item), so a resumed run (or a run on N processes, each taking its
 slice of the global batch) sees exactly the data an uninterrupted single-process run sees.
 The learning rate is a pure function of the step, and the checkpoint holds the model,
-optimizer, EMA and RNG state, so `restore train` continues bit-for-bit where it stopped;
-the metrics.csv / log.txt rows a killed run wrote after its last checkpoint are dropped on
+optimizer, EMA and RNG state, so `restore train` continues bit-for-bit where it stopped
+(within bf16 rounding with ``compact_checkpoint``, see `restore.train.compact`); the
+metrics.csv / log.txt rows a killed run wrote after its last checkpoint are dropped on
 resume, so every step is logged once.
 """
 
@@ -33,6 +34,7 @@ from restore.runtime.precision import autocast, resolve_precision
 from restore.runtime.tiling import TileConfig, restore_tensor
 from restore import faults
 from restore.train.checkpoint import load_state, rng_state, save_state, save_tensors, set_rng_state
+from restore.train.compact import compact_state, expand_state
 from restore.train.config import TrainConfig
 from restore.train.ema import EMA
 from restore.train.run import Dist, MetricLog, ProgressLog, RunDir, cosine_lr, init_distributed, set_lr
@@ -147,7 +149,7 @@ class Trainer:
         if not self.run.checkpoint.exists():
             self._recover()  # a kill before the first checkpoint: the logs start afresh
             return False
-        state = load_state(self.run.checkpoint)
+        state = expand_state(load_state(self.run.checkpoint))
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError:
@@ -168,7 +170,8 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         if self.dist.main:
-            save_state(self.run.checkpoint, self.state())
+            state = self.state()
+            save_state(self.run.checkpoint, compact_state(state) if self.cfg.compact_checkpoint else state)
 
     # ------------------------------------------------------------------ steps
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
