@@ -40,7 +40,7 @@ TABLES = {
     **{f"classic5-q{q}": ("data/test/classic5", f"jpeg:{q}", 1, ["deblock-gray"], {}) for q in (10, 20, 30, 40)},
     **{f"live1-color-q{q}": ("data/test/LIVE1", f"jpeg:{q}", 3, ["deblock-color", "deblock-gray"], {}) for q in (10, 20)},
     "rain100h": ("data/rain/Rain100H/rain", None, 3, ["derain", "derain-hinas"], {"clean_dir": "data/rain/Rain100H/norain"}),
-    # the product's default path: `restore derain` runs 64×64 tiles (overlap 16)
+    # the product's default path: `restore derain` runs each model's tiles (ModelEntry.tile: 128² for derain, else 64²; overlap 16)
     "rain100h-tiled": ("data/rain/Rain100H/rain", None, 3, ["derain", "derain-hinas"],
                        {"clean_dir": "data/rain/Rain100H/norain", "tiled": True}),
     "rain100l": ("data/rain/Rain100L_subset10/rain", None, 3, ["derain", "derain-hinas"],
@@ -81,7 +81,7 @@ def run_table(name: str, limit: int | None, out_dir: Path) -> None:
     options = EvalOptions(degradation=deg or "awgn:0", channels=ch, limit=limit,
                           sigma_mode=extra.get("sigma_mode", "known"),
                           clean_dir=SHARED / extra["clean_dir"] if "clean_dir" in extra else None,
-                          tile=TileConfig() if extra.get("tiled") else None)
+                          tile=TileConfig(model_default=True) if extra.get("tiled") else None)
     specs = []
     for s in available:
         try:

@@ -193,7 +193,7 @@ def search(
 
 # ------------------------------------------------------------------------------- restore
 
-TileOpt = typer.Option(64, "--tile", help="Tile size for patch inference (the papers use 64; with --backend tensorrt also the engine's optimal shape).")
+TileOpt = typer.Option(None, "--tile", help="Tile size for patch inference (default: the model's — 64 as in the papers; 128 for derain, its training patch size; with --backend tensorrt also the engine's optimal shape).")
 RuntimeDcnPluginOpt = typer.Option(
     None, "--dcn-plugin", metavar="builtin|restore",
     help="With --backend tensorrt: how the engine runs DCN layers — 'builtin' (default): TensorRT's "
@@ -209,10 +209,14 @@ PrecisionOpt = typer.Option("auto", "--precision", metavar="auto|fp32|bf16",
                                  "natively (1.8–2.5× faster on such CPUs; PSNR within a few hundredths of a dB), else fp32.")
 
 
-def _tile_config(tile: int, overlap: int, no_tile: bool, batch: int = 16):
+def _tile_config(tile: Optional[int], overlap: int, no_tile: bool, batch: int = 16):
     from restore.runtime.tiling import TileConfig
 
-    return TileConfig(tile=None if no_tile else tile, overlap=overlap, batch_size=batch)
+    if no_tile:
+        return TileConfig(tile=None, overlap=overlap, batch_size=batch)
+    if tile is None:  # the model's own tile, once the model is known (`TileConfig.for_model`)
+        return TileConfig(overlap=overlap, batch_size=batch, model_default=True)
+    return TileConfig(tile=tile, overlap=overlap, batch_size=batch)
 
 
 def _check_trt_backend(backend: str, dcn_plugin: Optional[str]) -> None:
@@ -238,7 +242,7 @@ def _check_precision(precision: str, backend: str) -> None:
 
 
 def _run_task(task: str, inputs: List[str], output_dir: Optional[Path], model: Optional[str], sigma: Optional[float],
-              tile: int, overlap: int, no_tile: bool, backend: str, device: str, overwrite: bool, max_pixels: int,
+              tile: Optional[int], overlap: int, no_tile: bool, backend: str, device: str, overwrite: bool, max_pixels: int,
               onnx_file: Optional[Path], dcn_plugin: Optional[str] = None, ensemble: bool = False,
               precision: str = "auto") -> None:
     from restore.pipeline import restore_files
@@ -262,7 +266,7 @@ def _task_command(task: str, summary: str, sigma_help: Optional[str]):
         output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Where to write NAME_<task>.png (default: beside each input)."),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Zoo model name or training run folder (default: the task's shipped model)."),
         sigma: Optional[float] = typer.Option(None, "--sigma", "-s", help=sigma_help or "Not used by this task.", hidden=sigma_help is None),
-        tile: int = TileOpt,
+        tile: Optional[int] = TileOpt,
         overlap: int = OverlapOpt,
         no_tile: bool = typer.Option(False, "--no-tile", help="Run each image whole (more memory)."),
         backend: str = typer.Option("torch", "--backend", "-b", help="torch, onnx (ONNX Runtime) or tensorrt."),
@@ -309,7 +313,7 @@ def eval_(
     sigma: str = typer.Option("known", help="For σ-conditioned denoisers: 'known' (the test σ) or 'estimate' (blind)."),
     crop: int = typer.Option(0, help="Border pixels left out of PSNR/SSIM."),
     y_channel: bool = typer.Option(False, "--y", help="Score colour images on the Y channel."),
-    tile: int = TileOpt,
+    tile: Optional[int] = TileOpt,
     overlap: int = OverlapOpt,
     use_tiles: bool = typer.Option(False, "--tiled/--whole", help="Score tiled inference (--tile, as the restore commands run it) instead of whole images (the papers' protocol)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N images."),
@@ -382,7 +386,7 @@ def app_command(
     share: bool = typer.Option(False, "--share/--no-share", help="Also open a temporary public gradio.live link."),
     backend: str = typer.Option("torch", "--backend", "-b", help="torch or onnx (ONNX Runtime)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
-    tile: int = TileOpt,
+    tile: Optional[int] = TileOpt,
     overlap: int = OverlapOpt,
     max_pixels: int = typer.Option(4_000_000, "--max-pixels", help="Refuse uploads with more pixels than this (CPU time grows with it)."),
     max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", help="Refuse uploads larger than this (MB)."),
@@ -467,7 +471,7 @@ def export(
     dcn: str = typer.Option("deformconv", "--dcn", help="DCN layers as ONNX DeformConv, or 'decomposed' (GridSample→Mul→Conv) for runtimes without it."),
     fp16: bool = typer.Option(False, "--fp16", help="float16 weights and activations (input and output stay float32)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .onnx file, or a folder (default: ./MODEL.onnx)."),
-    tile: int = typer.Option(64, "--tile", help="Tile size the model will run at (metadata; with --trt the engine's optimal H×W — it accepts any H×W from one size multiple up to 1024)."),
+    tile: Optional[int] = typer.Option(None, "--tile", help="Tile size the model will run at (default: the model's, as `restore derain` etc. use it; metadata; with --trt the engine's optimal H×W — it accepts any H×W from one size multiple up to 1024)."),
     dcn_plugin: Optional[str] = typer.Option(
         None, "--dcn-plugin", metavar="builtin|restore",
         help="With --trt: how the engine runs DeformConv layers. 'builtin' (default): TensorRT's ModulatedDeformConv2d "
@@ -504,6 +508,7 @@ def export(
     module, entry, note = resolve_model_source(model)
     if note:
         typer.echo(note)
+    tile = entry.tile if tile is None else tile
     path = _onnx_out_path(out, entry.name, fp16)
     _refuse_to_replace([path, path.with_suffix(".engine")] if to_trt else [path], overwrite)
     in_channels, multiple = module_in_channels(module), int(getattr(module, "size_multiple", 1))
@@ -564,6 +569,7 @@ def bench(
     module, entry, note = resolve_model_source(model)
     if note:
         typer.echo(note)
+    tile = entry.tile if tile is None else tile
     in_channels, multiple = module_in_channels(module), int(getattr(module, "size_multiple", 1))
     side = -(-size // multiple) * multiple
     cost = profile_module(module, in_channels, side)  # before the backend takes the module

@@ -69,6 +69,7 @@ def _zoo_system(spec: str | None, options: EvalOptions) -> System:
     averaged = len(restorer.ensemble_transforms) if ensemble else 1
     label = restorer.name + (f" ×{averaged}" if ensemble else "")
     label += " (σ estimated)" if restorer.entry.noise_map and sigma is None else ""
+    label += f" ({restorer.tile.tile}² tiles)" if restorer.tile.tile is not None else ""
     in_channels = restorer.entry.channels + (1 if restorer.entry.noise_map else 0)
     flops = flops_per_megapixel(restorer.module, in_channels) * averaged
     # a gray model serves colour images channel by channel: three passes per pixel

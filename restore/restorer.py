@@ -79,7 +79,7 @@ class Restorer:
         self.ensemble = ensemble
         self.module = module.eval()
         self.size_multiple = int(getattr(module, "size_multiple", 1))
-        self.tile = tile if tile is not None else TileConfig()
+        self.tile = (tile if tile is not None else TileConfig(model_default=True)).for_model(entry.tile)
         self.backend = make_backend(backend, module, device=device, entry=entry, onnx_path=onnx_path,
                                     tile=self.tile.tile, dcn_plugin=dcn_plugin, precision=precision)
         self.last = RunInfo()

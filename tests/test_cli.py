@@ -222,3 +222,22 @@ def test_a_degradation_given_as_data_gets_the_right_flag(tmp_path, command):
     assert not (tmp_path / "run").exists()
     result = invoke(command, "-d", tmp_path / "missing", "--run", tmp_path / "run")
     assert result.exit_code == 2 and "image folder not found" in result.output
+
+
+def test_the_derainer_runs_its_own_tiles_unless_told_otherwise(tmp_path):
+    """derain trained on 128² patches scores best on 128² tiles (RESULTS §3.5): that is its default tile,
+    --tile still wins, and the denoiser keeps the papers' 64."""
+    import restore
+    from restore.runtime.tiling import TileConfig
+
+    assert restore.load("derain").tile.tile == 128
+    assert restore.load("derain", tile=TileConfig(tile=64)).tile.tile == 64
+    assert restore.load("denoise-gray").tile.tile == 64
+    folder = tmp_path / "set"
+    folder.mkdir()
+    Image.open(EXAMPLES / "monarch.png").convert("RGB").crop((0, 0, 72, 64)).save(folder / "m.png")
+    result = invoke("eval", folder, "-d", "rain", "--tiled", "-m", "derain", "-m", "derain-hinas")
+    assert result.exit_code == 0, result.output
+    assert "| derain (128² tiles) |" in result.output and "| derain-hinas (64² tiles) |" in result.output
+    result = invoke("eval", folder, "-d", "rain", "--tiled", "--tile", "96", "-m", "derain")
+    assert "| derain (96² tiles) |" in result.output

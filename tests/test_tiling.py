@@ -321,3 +321,15 @@ def test_resolve_device():
             resolve_device("cuda")
         with pytest.raises(RestoreError):
             TorchBackend(nn.Identity(), device="cuda")
+
+
+def test_a_model_tile_replaces_only_the_fallback():
+    """`--tile` left out: the model's own tile (ModelEntry.tile); named: the user's, whatever the model says."""
+    fallback = TileConfig(overlap=8, batch_size=4, model_default=True)
+    chosen = fallback.for_model(128)
+    assert (chosen.tile, chosen.overlap, chosen.batch_size, chosen.model_default) == (128, 8, 4, False)
+    assert fallback.for_model(None) == fallback  # a model with no preference keeps the 64 fallback
+    named = TileConfig(tile=96)
+    assert named.for_model(128) is named
+    whole = TileConfig(tile=None)
+    assert whole.for_model(128) is whole

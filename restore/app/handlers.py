@@ -227,7 +227,7 @@ class AppService:
                  tile: TileConfig | None = None, limits: Limits = Limits(), output_dir: str | Path | None = None):
         self.catalog = catalog or ZooCatalog()
         self.backend, self.limits = backend, limits
-        self.cache = RestorerCache(self.catalog, backend=backend, device=device, tile=tile or TileConfig())
+        self.cache = RestorerCache(self.catalog, backend=backend, device=device, tile=tile or TileConfig(model_default=True))
         if output_dir:
             self.output_dir = Path(output_dir)
             self.output_dir.mkdir(parents=True, exist_ok=True)

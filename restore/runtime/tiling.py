@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import torch
@@ -79,12 +79,15 @@ class TileConfig:
     batch_size: tiles fed to the model per call.
     margin: pixels next to an interior tile edge that get zero weight (see the module
         docstring); None means ``overlap // 4``. Must be at most ``overlap // 2``.
+    model_default: ``tile`` is only the fallback; `for_model` swaps in the tile a model
+        prefers (`ModelEntry.tile`: a net trained on 128² patches scores better on 128² tiles).
     """
 
     tile: int | None = 64
     overlap: int = 16
     batch_size: int = 16
     margin: int | None = None
+    model_default: bool = False  # the user named no tile: the model's own (`for_model`) replaces `tile`
 
     def __post_init__(self) -> None:
         if self.overlap < 0:
@@ -100,6 +103,12 @@ class TileConfig:
                 f"tile margin {self.margin} must be between 0 and half the overlap "
                 f"({self.overlap // 2})"
             )
+
+    def for_model(self, model_tile: int | None) -> TileConfig:
+        """This config with the model's preferred tile if the user named none."""
+        if not self.model_default or model_tile is None:
+            return self
+        return replace(self, tile=model_tile, model_default=False)
 
     @property
     def zero_margin(self) -> int:

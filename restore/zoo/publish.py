@@ -66,6 +66,7 @@ def model_card(e: ModelEntry) -> str:
 
 - task: {e.task}; {'gray' if e.channels == 1 else 'colour'} images; level range: {rng}; noise-level map input: {e.noise_map}
 - architecture: {e.space} genotype in `genotype.json`
+- tiles: {e.tile}×{e.tile} unless `--tile` says otherwise
 - weights: `model.safetensors`, sha256 `{e.sha256}`
 - training: {e.trained}
 

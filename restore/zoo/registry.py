@@ -43,6 +43,7 @@ class ModelEntry:
     description: str = ""
     trained: str = ""  # how it was trained (command, steps)
     default: bool = False  # the default model of its task and channel count
+    tile: int = 64  # tile side when the user names none (the papers' 64; `derain`: its 128² training patches)
 
     @property
     def weights_path(self) -> Path:
