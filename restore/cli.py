@@ -535,7 +535,7 @@ def bench(
     model: Optional[str] = typer.Argument(None, help="Zoo model, preset, genotype JSON or run folder (default: the default denoiser)."),
     backend: str = typer.Option("torch", "--backend", "-b", help="torch, onnx (ONNX Runtime) or tensorrt."),
     size: int = typer.Option(256, "--size", help="Image side in pixels (rounded up to the model's size multiple)."),
-    tile: int = typer.Option(64, "--tile", help="Tile size of the tiled run."),
+    tile: Optional[int] = typer.Option(None, "--tile", help="Tile size of the tiled run (default: the model's, as the restore commands use it)."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Timed runs after 2 warm-up runs; the median is reported."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch and ONNX Runtime."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
@@ -560,7 +560,7 @@ def bench(
     kind = _BENCH_BACKENDS.get(backend.lower())
     if kind is None:
         raise RestoreError(f"unknown backend {backend!r} (choose torch, onnx or tensorrt)")
-    if size < 1 or tile < 1:
+    if size < 1 or (tile is not None and tile < 1):
         raise RestoreError("--size and --tile must be positive")
     _check_trt_backend(kind, dcn_plugin)  # before loading and profiling the model
     _check_precision(precision, kind)

@@ -241,3 +241,6 @@ def test_the_derainer_runs_its_own_tiles_unless_told_otherwise(tmp_path):
     assert "| derain (128² tiles) |" in result.output and "| derain-hinas (64² tiles) |" in result.output
     result = invoke("eval", folder, "-d", "rain", "--tiled", "--tile", "96", "-m", "derain")
     assert "| derain (96² tiles) |" in result.output
+    result = invoke("bench", "derain", "--size", "32", "--repeats", "1")
+    assert result.exit_code == 0, result.output
+    assert "tiles of 128)" in result.output
