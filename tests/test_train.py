@@ -44,6 +44,15 @@ def test_short_training_improves_validation_psnr(tiny_genotype, tiny_train_dir, 
         assert (run / name).is_file(), name
 
 
+def resume_from_step_4_and_finish(cfg, tmp_path):
+    """A new Trainer resumes tmp_path/resumed (checkpointed at step 4) and runs to the end: (straight, resumed) weights."""
+    second = Trainer(cfg, tmp_path / "resumed", show_progress=False)
+    assert second.resume() and second.step == 4
+    second.fit()
+    return (load_file(str(tmp_path / "straight" / "last.safetensors")),
+            load_file(str(tmp_path / "resumed" / "last.safetensors")))
+
+
 def test_resume_continues_exactly(tiny_genotype, tiny_train_dir, tmp_path):
     cfg = tiny_config(tiny_genotype, tiny_train_dir)
     train(cfg, tmp_path / "straight", show_progress=False)
@@ -54,11 +63,7 @@ def test_resume_continues_exactly(tiny_genotype, tiny_train_dir, tmp_path):
         first.train_step()
         if first.step % cfg.checkpoint_every == 0:
             first.save_checkpoint()
-    second = Trainer(cfg, tmp_path / "resumed", show_progress=False)
-    assert second.resume() and second.step == 4
-    second.fit()
-    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "last.safetensors"))
+    a, b = resume_from_step_4_and_finish(cfg, tmp_path)
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
@@ -307,10 +312,6 @@ def test_compact_checkpoint_is_smaller_and_resumes_close_to_an_uninterrupted_run
             got = compact["optimizer"]["state"][index][key]
             assert got.dtype == torch.float32 and torch.allclose(got, slot[key], rtol=2 ** -8, atol=0), (index, key)
 
-    second = Trainer(cfg, tmp_path / "resumed", show_progress=False)
-    assert second.resume() and second.step == 4
-    second.fit()
-    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "last.safetensors"))
+    a, b = resume_from_step_4_and_finish(cfg, tmp_path)
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-4), (k, (a[k] - b[k]).abs().max())
