@@ -26,15 +26,16 @@ def _is_float(t) -> bool:
     return isinstance(t, torch.Tensor) and t.dtype.is_floating_point
 
 
+def _with_moments_as(optimizer: dict, dtype: torch.dtype) -> dict:
+    """An optimizer state dict whose per-parameter float tensors (Adam's moments, not its step count) are `dtype`."""
+    slots = {index: {k: (v.to(dtype) if _is_float(v) and k != "step" else v) for k, v in slot.items()}
+             for index, slot in optimizer["state"].items()}
+    return dict(optimizer, state=slots)
+
+
 def compact_state(state: dict) -> dict:
     """The trainer's state with the optimizer moments and EMA stored as bf16 (see module doc)."""
-    out = dict(state)
-    optimizer = dict(state["optimizer"])
-    optimizer["state"] = {
-        index: {k: (v.to(COMPACT_DTYPE) if _is_float(v) and k != "step" else v) for k, v in slot.items()}
-        for index, slot in state["optimizer"]["state"].items()
-    }
-    out["optimizer"] = optimizer
+    out = dict(state, optimizer=_with_moments_as(state["optimizer"], COMPACT_DTYPE))
     if state.get("ema") is not None:
         model = state["model"]
         out["ema"] = {k: ((v - model[k]).to(COMPACT_DTYPE) if _is_float(v) else v) for k, v in state["ema"].items()}
@@ -50,10 +51,5 @@ def expand_state(state: dict) -> dict:
     if state.get("ema") is not None:
         model = state["model"]
         out["ema"] = {k: (model[k] + v.to(model[k].dtype) if _is_float(v) else v) for k, v in state["ema"].items()}
-    optimizer = dict(state["optimizer"])
-    optimizer["state"] = {
-        index: {k: (v.float() if _is_float(v) and k != "step" else v) for k, v in slot.items()}
-        for index, slot in state["optimizer"]["state"].items()
-    }
-    out["optimizer"] = optimizer
+    out["optimizer"] = _with_moments_as(state["optimizer"], torch.float32)
     return out
