@@ -61,3 +61,6 @@ def test_averaging_refuses_what_cannot_be_averaged(tiny_genotype, tmp_path):
     with pytest.raises(RestoreError, match="one --weights for every run"):
         average_runs([tmp_path / "a", tmp_path / "a"], tmp_path / "s", ["x", "y", "z"])
     assert not (tmp_path / "soup").exists()
+    average_runs([tmp_path / "a"], tmp_path / "soup")
+    with pytest.raises(RestoreError, match="exists"):
+        average_runs([tmp_path / "a"], tmp_path / "soup")

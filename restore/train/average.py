@@ -66,10 +66,12 @@ def average_runs(runs: list[Path], out_dir: Path, weights: list[str] | None = No
     genotypes = [json.loads(_file(r / "genotype.json").read_text()) for r in runs]
     if any(g != genotypes[0] for g in genotypes[1:]):
         raise RestoreError("the runs have different genotypes: only one architecture can be averaged")
-    mean = average_state_dicts([_read(r / n) for r, n in zip(runs, names)])
     out_dir = Path(out_dir)
     if any(out_dir.resolve() == r.resolve() for r in runs):
         raise RestoreError(f"{out_dir} is one of the inputs: choose a new folder")
+    if (out_dir / "best.safetensors").exists():
+        raise RestoreError(f"{out_dir / 'best.safetensors'} exists: choose a new folder (nothing is replaced)")
+    mean = average_state_dicts([_read(r / n) for r, n in zip(runs, names)])
     out_dir.mkdir(parents=True, exist_ok=True)
     for extra in ("genotype.json", "config.json"):
         if (runs[0] / extra).is_file():
