@@ -61,6 +61,12 @@ def test_averaging_refuses_what_cannot_be_averaged(tiny_genotype, tmp_path):
     with pytest.raises(RestoreError, match="one --weights for every run"):
         average_runs([tmp_path / "a", tmp_path / "a"], tmp_path / "s", ["x", "y", "z"])
     assert not (tmp_path / "soup").exists()
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    shutil.copyfile(tiny_genotype, damaged / "genotype.json")
+    (damaged / "best.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(RestoreError, match="cannot read weights"):
+        average_runs([tmp_path / "a", damaged], tmp_path / "soup")
     average_runs([tmp_path / "a"], tmp_path / "soup")
     with pytest.raises(RestoreError, match="exists"):
         average_runs([tmp_path / "a"], tmp_path / "soup")

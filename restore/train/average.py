@@ -29,8 +29,11 @@ from restore.train.checkpoint import save_tensors
 def _read(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise RestoreError(f"weights not found: {path}")
-    with safe_open(str(path), framework="pt") as fh:
-        return {k: fh.get_tensor(k) for k in fh.keys()}
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise RestoreError(f"cannot read weights {path}: {exc}") from None
 
 
 def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
