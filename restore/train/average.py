@@ -20,25 +20,15 @@ from typing import List, Optional
 
 import torch
 import typer
-from safetensors import safe_open
 
 from restore.errors import RestoreError
 from restore.train.checkpoint import save_tensors
-
-
-def _read(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise RestoreError(f"weights not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            return {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise RestoreError(f"cannot read weights {path}: {exc}") from None
+from restore.zoo.registry import read_weights
 
 
 def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The element-wise mean of float tensors (in float64, then the original dtype); integer
-    buffers (e.g. counters) must agree and are kept from the first."""
+    buffers (e.g. counters) are taken from the first."""
     if not states:
         raise RestoreError("nothing to average")
     first = states[0]
@@ -74,7 +64,7 @@ def average_runs(runs: list[Path], out_dir: Path, weights: list[str] | None = No
         raise RestoreError(f"{out_dir} is one of the inputs: choose a new folder")
     if (out_dir / "best.safetensors").exists():
         raise RestoreError(f"{out_dir / 'best.safetensors'} exists: choose a new folder (nothing is replaced)")
-    mean = average_state_dicts([_read(r / n) for r, n in zip(runs, names)])
+    mean = average_state_dicts([read_weights(_file(r / n)) for r, n in zip(runs, names)])
     out_dir.mkdir(parents=True, exist_ok=True)
     for extra in ("genotype.json", "config.json"):
         if (runs[0] / extra).is_file():
