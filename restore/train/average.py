@@ -13,7 +13,6 @@ writes the mean weights as ``best.safetensors`` with the first run's ``genotype.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import List, Optional
@@ -22,6 +21,7 @@ import torch
 import typer
 
 from restore.errors import RestoreError
+from restore.models.genotype import load_genotype
 from restore.train.checkpoint import save_tensors
 from restore.zoo.registry import read_weights
 
@@ -56,7 +56,7 @@ def average_runs(runs: list[Path], out_dir: Path, weights: list[str] | None = No
     if len(names) not in (1, len(runs)):
         raise RestoreError(f"give one --weights for every run ({len(runs)}) or a single one for all")
     names = names * len(runs) if len(names) == 1 else names
-    genotypes = [json.loads(_file(r / "genotype.json").read_text()) for r in runs]
+    genotypes = [load_genotype(r / "genotype.json") for r in runs]  # one-line errors for missing/damaged files
     if any(g != genotypes[0] for g in genotypes[1:]):
         raise RestoreError("the runs have different genotypes: only one architecture can be averaged")
     out_dir = Path(out_dir)
