@@ -347,6 +347,17 @@ def eval_(
 
 # ------------------------------------------------------------------------------- info / models
 
+# `restore denoise -m NAME` is how users name a model elsewhere, so the commands that take it
+# as their argument accept the same spelling too.
+ModelFlagOpt = typer.Option(None, "--model", "-m", help="The same as MODEL (the spelling of `restore denoise -m`).")
+
+
+def _one_model(argument: Optional[str], flag: Optional[str]) -> Optional[str]:
+    if argument is not None and flag is not None and argument != flag:
+        raise RestoreError(f"two models named ({argument!r} and -m {flag!r}): give one")
+    return argument if argument is not None else flag
+
+
 
 @app.command()
 @user_errors
@@ -354,9 +365,12 @@ def info(
     model: Optional[str] = typer.Argument(None, help="Zoo model, preset, genotype JSON or run folder."),
     presets: bool = typer.Option(False, "--presets", help="List the architecture presets."),
     size: int = typer.Option(256, help="Image side used for the FLOPs count."),
+    model_flag: Optional[str] = ModelFlagOpt,
 ):
     """Architecture, parameters and FLOPs of a model, preset or genotype file."""
     from restore.inspect import describe_model, list_preset_lines
+
+    model = _one_model(model, model_flag)
 
     if presets or model is None:
         for line in list_preset_lines():
@@ -484,6 +498,7 @@ def export(
         help="With --trt: scratch GPU memory TensorRT's builder may give a layer, in MB (default 2048); lower it on "
              "small GPUs, raise it if the build reports tactics skipped for lack of memory."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    model_flag: Optional[str] = ModelFlagOpt,
 ):
     """Export a model for deployment: ONNX (with a parity check against PyTorch) and/or TensorRT.
 
@@ -493,6 +508,7 @@ def export(
     from restore.export.onnx import (FP16_ATOL, check_export_args, check_parity, example_image, export_onnx, has_dcn,
                                      model_metadata, module_in_channels, parity_inputs, resolve_model_source)
 
+    model = _one_model(model, model_flag)
     if not (to_onnx or to_trt):
         raise RestoreError("say what to export: --onnx and/or --trt")
     check_export_args(opset, dcn)
@@ -542,6 +558,7 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
     dcn_plugin: Optional[str] = RuntimeDcnPluginOpt,
     precision: str = PrecisionOpt,
+    model_flag: Optional[str] = ModelFlagOpt,
 ):
     """Speed of a model on one backend: parameters, FLOPs per megapixel, whole-image and tiled latency.
 
@@ -557,6 +574,7 @@ def bench(
     from restore.runtime.profile import measure_latency, profile_module
     from restore.runtime.tiling import TileConfig, count_tiles, restore_tensor
 
+    model = _one_model(model, model_flag)
     kind = _BENCH_BACKENDS.get(backend.lower())
     if kind is None:
         raise RestoreError(f"unknown backend {backend!r} (choose torch, onnx or tensorrt)")

@@ -213,6 +213,22 @@ def test_models_info_and_eval(tmp_path, shared_dir):
     assert "| input |" in md.read_text()
 
 
+@pytest.mark.parametrize("command", ["info", "export", "bench"])
+def test_commands_that_take_a_model_argument_also_take_dash_m(command):
+    """`restore denoise -m NAME` is the spelling users learn first; the commands whose model is
+    an argument take it too, and refuse two different names instead of picking one."""
+    extra = ["--onnx"] if command == "export" else []
+    named = invoke(command, "-m", "no-such-model", *extra)
+    assert_one_line_error(named, "unknown")
+    assert "no-such-model" in named.output
+    both = invoke(command, "modnas-b", "-m", "denoise-gray", *extra)
+    assert_one_line_error(both, "two models named")
+
+
+def test_info_takes_dash_m():
+    assert invoke("info", "-m", "modnas-b").output == invoke("info", "modnas-b").output
+
+
 @pytest.mark.parametrize("command", ["train", "search"])
 def test_a_degradation_given_as_data_gets_the_right_flag(tmp_path, command):
     """`-d` is the degradation in `eval` but the data in `train`/`search`."""
