@@ -358,7 +358,6 @@ def _one_model(argument: Optional[str], flag: Optional[str]) -> Optional[str]:
     return argument if argument is not None else flag
 
 
-
 @app.command()
 @user_errors
 def info(
@@ -371,7 +370,6 @@ def info(
     from restore.inspect import describe_model, list_preset_lines
 
     model = _one_model(model, model_flag)
-
     if presets or model is None:
         for line in list_preset_lines():
             typer.echo(line)
