@@ -1,5 +1,6 @@
 """Training: improves validation PSNR, resumes exactly, and 2-process DDP equals 1 process."""
 
+import contextlib
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from restore.errors import RestoreError
 from restore.train.checkpoint import load_state, save_state
 from restore.train.compact import expand_state
 from restore.train.config import TrainConfig
-from restore.train.run import MetricLog, ProgressLog, RunDir, format_duration
+from restore.train.run import Dist, MetricLog, ProgressLog, RunDir, format_duration, leaving_process_group
 from restore.train.trainer import Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,6 +177,24 @@ def test_truncate_logs_keeps_rows_up_to_the_checkpoint(tmp_path):
     assert metrics.read_bytes() == header.encode()
 
 
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_process_group_is_closed_on_the_way_out(tmp_path, fails):
+    """A one-member gloo group stands in for a torchrun group: the group must be gone after
+    a clean run (barrier included) and after an error (which still propagates)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(RuntimeError, match="boom") if fails else contextlib.nullcontext():
+            with leaving_process_group(Dist(rank=0, world=2)):  # world>1: the distributed path
+                if fails:
+                    raise RuntimeError("boom")
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_two_process_ddp_matches_one_process(tiny_genotype, tiny_train_dir, tmp_path):
     cfg = tiny_config(tiny_genotype, tiny_train_dir, steps=4, val_every=4, ema=0.0)
     cfg_path = _write_config(cfg, tmp_path / "cfg.json")
@@ -184,7 +203,8 @@ def test_two_process_ddp_matches_one_process(tiny_genotype, tiny_train_dir, tmp_
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "restore", "train", "-c", str(cfg_path), "-r", str(tmp_path / "ddp"), "--no-progress"]  # short flags: torchrun would take --run as its own --run-path
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    # the ranks' own messages come first, torchrun's summary of the failure last
+    assert done.returncode == 0, done.stderr[:3000] + "\n…\n" + done.stderr[-1000:]
     assert "2 process(es)" in (tmp_path / "ddp" / "log.txt").read_text(), "the 2-process group did not form"
     assert done.stdout.count("done:") == 1 and "-inf" not in done.stdout, done.stdout  # rank 0 alone reports
     train(cfg, tmp_path / "single", show_progress=False)

@@ -56,7 +56,7 @@ from restore.runtime.tiling import TileConfig, restore_tensor
 from restore.search.config import SearchConfig, structural_changes
 from restore import faults
 from restore.train.checkpoint import load_state, rng_state, save_state, save_tensors, set_rng_state
-from restore.train.run import Dist, MetricLog, ProgressLog, RunDir, cosine_lr, init_distributed, set_lr
+from restore.train.run import Dist, MetricLog, ProgressLog, RunDir, cosine_lr, init_distributed, leaving_process_group, set_lr
 from restore.train.trainer import default_val_spec, loss_fn
 
 ARCH_LOG = "arch_log.jsonl"
@@ -461,4 +461,6 @@ class Searcher:
 
 def search(cfg: SearchConfig, run_dir: str | Path, *, show_progress: bool = True, stop_at: int | None = None) -> dict:
     """Run (or resume) a search in `run_dir`; returns a summary with the genotype path."""
-    return Searcher(cfg, run_dir, show_progress=show_progress).fit(stop_at=stop_at)
+    searcher = Searcher(cfg, run_dir, show_progress=show_progress)
+    with leaving_process_group(searcher.dist):
+        return searcher.fit(stop_at=stop_at)

@@ -4,6 +4,7 @@ process-group setup for torchrun (DDP)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -12,7 +13,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,9 +69,24 @@ def init_distributed() -> Dist:
     return Dist(rank=dist.get_rank(), world=dist.get_world_size())
 
 
-def barrier(d: Dist) -> None:
-    if d.world > 1:
-        dist.barrier()
+@contextlib.contextmanager
+def leaving_process_group(d: Dist) -> Iterator[None]:
+    """Close the process group before the interpreter exits.
+
+    Rank 0 still validates and writes weights after the last step; a rank that exits
+    meanwhile tears down gloo's sockets under its own interpreter shutdown, which can abort
+    it (SIGABRT, seen once in CI). After a clean run every rank waits for the others, then
+    the group is destroyed explicitly. After an error there is no barrier: the other ranks
+    may never reach it."""
+    finished = False
+    try:
+        yield
+        finished = True
+    finally:
+        if d.world > 1 and dist.is_initialized():
+            if finished:
+                dist.barrier()
+            dist.destroy_process_group()
 
 
 class MetricLog:

@@ -37,7 +37,7 @@ from restore.train.checkpoint import load_state, rng_state, save_state, save_ten
 from restore.train.compact import compact_state, expand_state
 from restore.train.config import TrainConfig
 from restore.train.ema import EMA
-from restore.train.run import Dist, MetricLog, ProgressLog, RunDir, cosine_lr, init_distributed, set_lr
+from restore.train.run import Dist, MetricLog, ProgressLog, RunDir, cosine_lr, init_distributed, leaving_process_group, set_lr
 from restore.zoo.registry import apply_weights, read_weights
 
 METRICS = ["step", "time", "lr", "loss", "val_psnr", "val_ssim"]
@@ -271,4 +271,6 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, *, show_progress: bool = True) -> dict:
-    return Trainer(cfg, run_dir, show_progress=show_progress).fit()
+    trainer = Trainer(cfg, run_dir, show_progress=show_progress)
+    with leaving_process_group(trainer.dist):
+        return trainer.fit()
