@@ -74,8 +74,8 @@ def leaving_process_group(d: Dist) -> Iterator[None]:
     """Close the process group before the interpreter exits.
 
     Rank 0 still validates and writes weights after the last step; a rank that exits
-    meanwhile tears down gloo's sockets under its own interpreter shutdown, which can abort
-    it (SIGABRT, seen once in CI). After a clean run every rank waits for the others, then
+    meanwhile leaves gloo's sockets to its interpreter's shutdown (the likely cause of a
+    rank's SIGABRT seen once in CI). After a clean run every rank waits for the others, then
     the group is destroyed explicitly. After an error there is no barrier: the other ranks
     may never reach it."""
     finished = False
