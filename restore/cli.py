@@ -86,6 +86,10 @@ def _check_data_dirs(data: Optional[List[Path]]) -> None:
                            f"use --degradation {folder}")
 
 
+DEVICE_HELP = ("cpu, cuda, cuda:N or auto (the default: a CUDA GPU if there is one). "
+               "Checkpoints hold CPU tensors, so a run may continue on another device.")
+
+
 @app.command()
 @user_errors
 def train(
@@ -105,6 +109,7 @@ def train(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     seed: Optional[int] = typer.Option(None, help="Random seed (data split, patches, init) for a repeatable run (default: the config's, 0)."),
     precision: Optional[str] = typer.Option(None, help="fp32 (default), bf16 (forward pass under bf16 autocast: ~2× faster on a CPU with native bf16) or auto (bf16 where native)."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on a terminal (log lines on a pipe); --no-progress shows neither, e.g. under nohup. RUN/log.txt gets every line anyway."),
 ):
     """Train a derived network (a preset or a searched genotype). Resumes if RUN has a checkpoint.
@@ -121,7 +126,7 @@ def train(
         train_dirs=[str(p) for p in data] if data else None,
         degradation=degradation, channels=channels, noise_map=noise_map, steps=steps, batch=batch,
         patch=patch, lr=lr, loss=loss, val_dir=str(val_dir) if val_dir else None, threads=threads, seed=seed,
-        precision=precision,
+        precision=precision, device=device,
     )
     saved = run / "config.json"
     if config is not None:
@@ -154,6 +159,7 @@ def search(
     channels: Optional[int] = typer.Option(None, help="1 = gray, 3 = colour."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     seed: Optional[int] = typer.Option(None, help="Random seed (data split, patches, init) for a repeatable run (default: the config's, 0)."),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on a terminal (log lines on a pipe); --no-progress shows neither, e.g. under nohup. RUN/log.txt gets every line anyway."),
 ):
     """Search an architecture (MoD-NAS or HiNAS supernet) and write RUN/genotype.json. Resumes if RUN has a checkpoint.
@@ -170,7 +176,7 @@ def search(
         raise RestoreError(f"--space must be one of {', '.join(SPACES)}, got {space!r}")
     overrides = dict(
         train_dirs=[str(p) for p in data] if data else None,
-        steps=steps, batch=batch, degradation=degradation, channels=channels, threads=threads, seed=seed,
+        steps=steps, batch=batch, degradation=degradation, channels=channels, threads=threads, seed=seed, device=device,
     )
     saved = run / "config.json"
     if preset is None and config is None and saved.exists():  # resuming: the run's own config

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -197,6 +198,13 @@ def test_a_refused_run_leaves_no_empty_folders(tmp_path, command):
         result = invoke(command, "-d", tmp_path / "no-such-data", "--run", run, "--steps", 2)
         assert_one_line_error(result, "no-such-data")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error of a machine without a CUDA GPU")
+def test_training_on_a_missing_gpu_is_a_one_line_error(tiny_train_dir, tmp_path):
+    result = invoke("train", "-d", tiny_train_dir, "--run", tmp_path / "run", "--steps", 2, "--device", "cuda")
+    assert_one_line_error(result, "no CUDA GPU is available")
+    assert not (tmp_path / "run").exists()
 
 
 def test_models_info_and_eval(tmp_path, shared_dir):

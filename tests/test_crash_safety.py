@@ -205,7 +205,7 @@ def test_a_kill_during_an_atomic_write_keeps_the_old_file(tmp_path, where):
 def test_training_killed_four_times_ends_bit_exact(tiny_genotype, tiny_train_dir, tmp_path):
     cfg = TrainConfig(model=str(tiny_genotype), train_dirs=(str(tiny_train_dir),), degradation="awgn:25", patch=32,
                       batch=4, steps=40, val_holdout=2, val_images=2, val_every=10, checkpoint_every=3, log_every=1,
-                      lr=3e-3, ema=0.9, threads=1)
+                      lr=3e-3, ema=0.9, threads=1, device="cpu")  # bit-exact is a CPU promise
     cfg_path = tmp_path / "cfg.json"
     cfg_path.write_text(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()}))
     run, marker = tmp_path / "killed", tmp_path / "paused"

@@ -30,7 +30,8 @@ def few_images(shared_dir, tmp_path_factory):
 
 def tiny(space: str, data, **kw):
     # one thread: these nets are far too small to gain from more, and the CPU is shared
-    return make_config(f"tiny-{space}", train_dirs=[str(data)], **{"threads": 1, **kw})
+    # the CPU: the exactness tests hold there (the GPU path is tested in test_train)
+    return make_config(f"tiny-{space}", train_dirs=[str(data)], **{"threads": 1, "device": "cpu", **kw})
 
 
 @pytest.fixture(autouse=True)
@@ -248,3 +249,10 @@ def test_describe_warns_when_depth_search_removed_every_normal_layer():
 
     collapsed = replace(g, encoder=tuple(map(skipped, g.encoder)), decoder=tuple(map(skipped, g.decoder)))
     assert "0/" in describe(collapsed, 1000) and "warning" in describe(collapsed, 1000)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error of a machine without a CUDA GPU")
+def test_searching_on_a_missing_gpu_is_refused_before_anything_is_written(tiny_train_dir, tmp_path):
+    with pytest.raises(RestoreError, match="no CUDA GPU is available"):
+        Searcher(tiny("modnas", tiny_train_dir, device="cuda"), tmp_path / "run", show_progress=False)
+    assert not (tmp_path / "run").exists()

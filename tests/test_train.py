@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ from restore.errors import RestoreError
 from restore.train.checkpoint import load_state, save_state
 from restore.train.compact import expand_state
 from restore.train.config import TrainConfig
-from restore.train.run import Dist, MetricLog, ProgressLog, RunDir, format_duration, leaving_process_group
+from restore.train.run import (Dist, MetricLog, ProgressLog, RunDir, format_duration, init_distributed, leaving_process_group,
+                               process_device)
 from restore.train.trainer import Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def tiny_config(genotype, data, **kw) -> TrainConfig:
     base = dict(model=str(genotype), train_dirs=(str(data),), degradation="awgn:25", patch=32, batch=4, steps=8,
-                val_holdout=2, val_images=2, val_every=4, checkpoint_every=2, log_every=2, lr=3e-3, ema=0.9, threads=1)
+                val_holdout=2, val_images=2, val_every=4, checkpoint_every=2, log_every=2, lr=3e-3, ema=0.9, threads=1,
+                device="cpu")  # the exactness tests hold on the CPU; GPU tests ask for "cuda"
     base.update(kw)
     return TrainConfig(**base)
 
@@ -304,6 +307,68 @@ def test_bad_configs_are_clear(tiny_genotype, tiny_train_dir, tmp_path):
                       ({"lr_min": -1e-5}, "lr_min must be >= 0"), ({"lr": 1e-4, "lr_min": 1e-3}, "must not exceed lr")):
         with pytest.raises(RestoreError, match=text):
             tiny_config(tiny_genotype, tiny_train_dir, **bad)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error of a machine without a CUDA GPU")
+def test_training_on_a_missing_gpu_is_refused_before_anything_is_written(tiny_genotype, tiny_train_dir, tmp_path):
+    for device, text in (("cuda", "no CUDA GPU is available"), ("tpu", "unknown device 'tpu'")):
+        with pytest.raises(RestoreError, match=text):
+            Trainer(tiny_config(tiny_genotype, tiny_train_dir, device=device), tmp_path / "run", show_progress=False)
+    assert not (tmp_path / "run").exists()
+    auto = Trainer(tiny_config(tiny_genotype, tiny_train_dir, steps=2, device="auto"), tmp_path / "auto", show_progress=False)
+    auto.fit()
+    assert auto.device == torch.device("cpu") and "fp32 on cpu" in (tmp_path / "auto" / "log.txt").read_text()
+
+
+def test_each_torchrun_process_takes_the_gpu_of_its_local_rank(monkeypatch):
+    current = []
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert process_device("cuda", Dist(rank=3, world=4, local=1)) == torch.device("cuda", 1)
+    assert process_device("cuda:0", Dist(rank=3, world=4, local=1)) == torch.device("cuda", 0)  # a named GPU wins
+    assert process_device("cuda", Dist()) == torch.device("cuda")  # one process: torch's current GPU
+    assert process_device("cpu", Dist(rank=1, world=2, local=1)) == torch.device("cpu")
+    assert current == [torch.device("cuda", 1), torch.device("cuda", 0)]
+    with pytest.raises(RestoreError, match="more processes on this machine than its 2 CUDA GPU"):
+        process_device("cuda", Dist(rank=2, world=3, local=2))
+
+
+@pytest.mark.parametrize("device, backend", [("cpu", "gloo"), ("cuda:0", "nccl")])
+def test_the_process_group_backend_follows_the_training_device(monkeypatch, device, backend):
+    """On a GPU machine a CPU run under torchrun still reduces over gloo: NCCL cannot reduce CPU tensors."""
+    import torch.distributed as dist
+
+    chosen = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: chosen.append(backend))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    assert init_distributed(device) == Dist(rank=1, world=2, local=1)
+    assert chosen == [backend]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_run_resumes_on_the_cpu(tiny_genotype, tiny_train_dir, tmp_path):
+    """Checkpoints hold CPU tensors: a run started on a GPU continues on the CPU and ends
+    where a CPU-only run ends, up to the sign flips Adam allows (see the DDP test)."""
+    cfg = tiny_config(tiny_genotype, tiny_train_dir, device="cuda")
+    on_gpu = Trainer(cfg, tmp_path / "run", show_progress=False)
+    on_gpu.run.save_config(cfg)
+    for _ in range(4):
+        on_gpu.train_step()
+    on_gpu.save_checkpoint()
+    assert next(on_gpu.model.parameters()).is_cuda and next(on_gpu.ema.module.parameters()).is_cuda
+    on_cpu = Trainer(replace(cfg, device="cpu"), tmp_path / "run", show_progress=False)
+    on_cpu.fit()
+    assert on_cpu.step == cfg.steps
+    train(replace(cfg, device="cpu"), tmp_path / "straight", show_progress=False)
+    a = load_file(str(tmp_path / "straight" / "last.safetensors"))
+    b = load_file(str(tmp_path / "run" / "last.safetensors"))
+    for k in a:
+        assert (a[k] - b[k]).abs().max() <= 2 * cfg.lr * cfg.steps, k
 
 
 def test_compact_checkpoint_is_smaller_and_resumes_close_to_an_uninterrupted_run(tiny_genotype, tiny_train_dir, tmp_path):

@@ -101,6 +101,7 @@ class SearchConfig:
     # ---- run
     seed: int = 0
     threads: int = 0  # 0: torch default
+    device: str = "auto"  # "auto" (a CUDA GPU if there is one), "cpu", "cuda" or "cuda:N"; checkpoints resume on any device
 
     def __post_init__(self):
         if self.space not in SPACES:

@@ -56,7 +56,7 @@ from restore.runtime.tiling import TileConfig, restore_tensor
 from restore.search.config import SearchConfig, structural_changes
 from restore import faults
 from restore.train.checkpoint import load_state, rng_state, save_state, save_tensors, set_rng_state
-from restore.train.run import Dist, MetricLog, ProgressLog, RunDir, cosine_lr, init_distributed, leaving_process_group, set_lr
+from restore.train.run import MetricLog, ProgressLog, RunDir, cosine_lr, init_process, leaving_process_group, set_lr
 from restore.train.trainer import default_val_spec, loss_fn
 
 ARCH_LOG = "arch_log.jsonl"
@@ -228,7 +228,7 @@ def shrink_l1(params: list[nn.Parameter], amount: float) -> None:
 class Searcher:
     def __init__(self, cfg: SearchConfig, run_dir: str | Path, *, show_progress: bool = True):
         self.cfg = cfg
-        self.dist: Dist = init_distributed()
+        self.dist, self.device = init_process(cfg.device)  # first: a missing GPU fails before anything is written
         self.run = RunDir(run_dir, main=self.dist.main)
         self.show_progress = show_progress and self.dist.main
         if cfg.threads:
@@ -244,7 +244,7 @@ class Searcher:
         self.val = load_val_images(val_paths, val_spec, cfg.channels)
 
         torch.manual_seed(cfg.seed)
-        self.model = build_supernet(cfg)
+        self.model = build_supernet(cfg).to(self.device)  # before the optimisers see its parameters
         broadcast_parameters(self.model, self.dist.world)
         self.weights = list(self.model.weights())
         self.arch = list(self.model.arch_parameters())
@@ -311,7 +311,9 @@ class Searcher:
     def batch(self, data: PatchDataset, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         data.set_epoch(step)
         items = [data[i] for i in self.dist.shard(self.cfg.batch)]
-        return torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+        # patches are cut and degraded on the CPU (seeded per step and item), then sent over
+        x = torch.stack([a for a, _ in items]).to(self.device, non_blocking=True)
+        return x, torch.stack([b for _, b in items]).to(self.device, non_blocking=True)
 
     def _backward(self, data: PatchDataset, params: list[nn.Parameter]) -> float:
         x, y = self.batch(data, self.step)
@@ -365,7 +367,8 @@ class Searcher:
             x = torch.from_numpy(degraded.transpose(2, 0, 1)).unsqueeze(0)
             if self.val_sigma is not None:
                 x = append_noise_map(x, self.val_sigma)
-            out = restore_tensor(self.model, x, config=tiles, size_multiple=size_multiple, out_channels=self.cfg.channels)
+            out = restore_tensor(self.model, x, config=tiles, size_multiple=size_multiple, out_channels=self.cfg.channels,
+                                 device=self.device)
             pred = out[0].clamp(0, 1).numpy().transpose(1, 2, 0)
             scores.append((psnr(pred, clean, data_range=1.0), ssim(pred, clean, data_range=1.0)))
         return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
@@ -407,7 +410,7 @@ class Searcher:
         t0 = time.time()
         with ProgressLog(self.run, cfg.steps, self.step, f"search {cfg.space}", self.show_progress) as progress:
             progress.note(f"searching {cfg.space} for {cfg.steps} steps (arch updates from step {cfg.warmup_steps}) on "
-                          f"{n_w} W / {n_a} A / {n_v} V images, {self.dist.world} process(es)")
+                          f"{n_w} W / {n_a} A / {n_v} V images, {self.dist.world} process(es) on {self.device}")
             for line in self.skipped_report():
                 progress.note(line)
             while self.step < end:

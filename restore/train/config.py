@@ -39,6 +39,7 @@ class TrainConfig:
     threads: int = 0  # 0: torch default
     channels_last: bool = True  # 1.3–2× faster CPU convs here
     precision: str = "fp32"  # "bf16": convs under bf16 autocast, ~2× faster where the CPU has native bf16; "auto"
+    device: str = "auto"  # "auto" (a CUDA GPU if there is one), "cpu", "cuda" or "cuda:N"; checkpoints resume on any device
     init_from: str | None = None  # warm start: a .safetensors of model weights
     grow: bool = False  # init_from is a shallower net; the added residual blocks start as identities
 

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from restore.config import save_config
 from restore.errors import RestoreError
 from restore.atomic import TEMP_SUFFIX, atomic_write
+from restore.runtime.backends import resolve_device
 
 CHECKPOINT_NAME = "checkpoint.safetensors"  # the one resumable file of a run, overwritten
 METRICS_NAME = "metrics.csv"
@@ -45,6 +46,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 class Dist:
     rank: int = 0
     world: int = 1
+    local: int = 0  # rank among this machine's processes: the GPU a CUDA process takes
 
     @property
     def main(self) -> bool:
@@ -58,15 +60,40 @@ class Dist:
         return range(self.rank * per, (self.rank + 1) * per)
 
 
-def init_distributed() -> Dist:
-    """Join the torchrun process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
+def init_distributed(device: str = "cpu") -> Dist:
+    """Join the torchrun process group when launched by torchrun: NCCL when the processes
+    train on CUDA GPUs, gloo when they train on the CPU (whatever hardware the machine has;
+    NCCL cannot reduce CPU tensors)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    return Dist(rank=dist.get_rank(), world=dist.get_world_size())
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init_process(device: str) -> tuple[Dist, torch.device]:
+    """Where this training or search process runs: its place in the torchrun group (if any)
+    and its torch device, for a user's --device ("auto", "cpu", "cuda", "cuda:N"). A device
+    that is not there is a one-line error, raised before the run writes anything."""
+    resolved = resolve_device(device)
+    d = init_distributed(resolved)
+    return d, process_device(resolved, d)
+
+
+def process_device(device: str, d: Dist) -> torch.device:
+    """This process's torch device for a resolved --device (`restore.runtime.backends.resolve_device`).
+
+    Under torchrun a plain "cuda" means one GPU per process: the one of its local rank."""
+    chosen = torch.device(device)
+    if chosen.type == "cuda" and chosen.index is None and d.world > 1:
+        if d.local >= torch.cuda.device_count():
+            raise RestoreError(f"torchrun started more processes on this machine than its {torch.cuda.device_count()} "
+                               "CUDA GPU(s): start one per GPU, or train on the CPU with --device cpu")
+        chosen = torch.device("cuda", d.local)
+    if chosen.type == "cuda" and chosen.index is not None:
+        torch.cuda.set_device(chosen)  # NCCL and the default stream follow the current device
+    return chosen
 
 
 @contextlib.contextmanager

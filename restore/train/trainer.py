@@ -5,7 +5,9 @@ seeded by (seed, s, item), so a resumed run (or a run on N processes, each takin
 slice of the global batch) sees exactly the data an uninterrupted single-process run sees.
 The learning rate is a pure function of the step, and the checkpoint holds the model,
 optimizer, EMA and RNG state, so `restore train` continues bit-for-bit where it stopped
-(within bf16 rounding with ``compact_checkpoint``, see `restore.train.compact`); the
+(on a GPU up to the last bits that cuDNN's choice of kernels may change; within bf16
+rounding with ``compact_checkpoint``, see `restore.train.compact`). Checkpoints hold CPU
+tensors, so a run may also continue on another device (`--device`). The
 metrics.csv / log.txt rows a killed run wrote after its last checkpoint are dropped on
 resume, so every step is logged once.
 """
@@ -37,7 +39,7 @@ from restore.train.checkpoint import load_state, rng_state, save_state, save_ten
 from restore.train.compact import compact_state, expand_state
 from restore.train.config import TrainConfig
 from restore.train.ema import EMA
-from restore.train.run import Dist, MetricLog, ProgressLog, RunDir, cosine_lr, init_distributed, leaving_process_group, set_lr
+from restore.train.run import MetricLog, ProgressLog, RunDir, cosine_lr, init_process, leaving_process_group, set_lr
 from restore.zoo.registry import apply_weights, read_weights
 
 METRICS = ["step", "time", "lr", "loss", "val_psnr", "val_ssim"]
@@ -86,7 +88,7 @@ def split_images(cfg: TrainConfig) -> Split:
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, show_progress: bool = True):
         self.cfg = cfg
-        self.dist: Dist = init_distributed()
+        self.dist, self.device = init_process(cfg.device)  # first: a missing GPU fails before anything is written
         self.run = RunDir(run_dir, main=self.dist.main)
         self.show_progress = show_progress and self.dist.main
         if cfg.threads:
@@ -97,13 +99,16 @@ class Trainer:
         self.model = build(self.genotype)
         if cfg.init_from:
             self._warm_start(Path(cfg.init_from))
+        # before the optimizer and the EMA copy are made, so their state lives on the device too
+        self.model = self.model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.net = DistributedDataParallel(self.model) if self.dist.world > 1 else self.model
+        on_gpu = self.device.type == "cuda"
+        self.net = DistributedDataParallel(self.model, device_ids=[self.device] if on_gpu else None) if self.dist.world > 1 else self.model
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.ema = EMA(self.model, cfg.ema) if cfg.ema > 0 else None
         self.loss = loss_fn(cfg.loss, cfg.ssim_weight)
-        self.precision = resolve_precision(cfg.precision)  # the forward pass only; weights, Adam and validation stay fp32
+        self.precision = resolve_precision(cfg.precision, self.device.type)  # the forward pass only; weights, Adam and validation stay fp32
         split = split_images(cfg)
         self.data = PatchDataset(
             split.train, patch=cfg.patch, channels=cfg.channels, degradation=cfg.degradation,
@@ -177,8 +182,9 @@ class Trainer:
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         self.data.set_epoch(step)
         items = [self.data[i] for i in self.dist.shard(self.cfg.batch)]
-        x = torch.stack([a for a, _ in items])
-        y = torch.stack([b for _, b in items])
+        # patches are cut and degraded on the CPU (seeded per step and item), then sent over
+        x = torch.stack([a for a, _ in items]).to(self.device, non_blocking=True)
+        y = torch.stack([b for _, b in items]).to(self.device, non_blocking=True)
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
@@ -188,7 +194,7 @@ class Trainer:
         set_lr(self.optimizer, lr)
         x, y = self.batch(self.step)
         self.net.train()
-        with autocast(self.precision):
+        with autocast(self.precision, self.device.type):
             pred = self.net(x)
         loss = self.loss(pred.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
@@ -213,7 +219,7 @@ class Trainer:
             if self.val_sigma is not None:
                 x = append_noise_map(x, self.val_sigma)
             out = restore_tensor(model, x, config=TileConfig(tile=None), size_multiple=size_multiple,
-                                 out_channels=self.cfg.channels)
+                                 out_channels=self.cfg.channels, device=self.device)
             pred = out[0].clamp(0, 1).numpy().transpose(1, 2, 0)
             scores.append((psnr(pred, clean, data_range=1.0), ssim(pred, clean, data_range=1.0)))
         return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
@@ -229,7 +235,7 @@ class Trainer:
         t0 = time.time()
         with ProgressLog(self.run, cfg.steps, self.step, "train", self.show_progress) as progress:
             progress.note(f"training {self.genotype.space} '{cfg.model}' for {cfg.steps} steps on "
-                          f"{len(self.data.paths)} images, {self.dist.world} process(es), {self.precision}")
+                          f"{len(self.data.paths)} images, {self.dist.world} process(es), {self.precision} on {self.device}")
             for line in self.skipped_report():
                 progress.note(line)
             while self.step < cfg.steps:
