@@ -22,8 +22,8 @@ from restore.errors import RestoreError
 from restore.train.checkpoint import load_state, save_state
 from restore.train.compact import expand_state
 from restore.train.config import TrainConfig
-from restore.train.run import (Dist, MetricLog, ProgressLog, RunDir, format_duration, init_distributed, leaving_process_group,
-                               process_device)
+from restore.train.run import (Dist, MetricLog, ProgressLog, RunDir, format_duration, init_distributed, init_process,
+                               leaving_process_group, process_device)
 from restore.train.trainer import Trainer, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -331,6 +331,28 @@ def test_each_torchrun_process_takes_the_gpu_of_its_local_rank(monkeypatch):
     assert current == [torch.device("cuda", 1), torch.device("cuda", 0)]
     with pytest.raises(RestoreError, match="more processes on this machine than its 2 CUDA GPU"):
         process_device("cuda", Dist(rank=2, world=3, local=2))
+
+
+def test_a_refused_gpu_start_leaves_no_process_group(monkeypatch, tmp_path):
+    """Two processes on a one-GPU machine: the second is refused, and the group it joined is closed."""
+    import torch.distributed as dist
+
+    join = dist.init_process_group
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    # a real one-member gloo group stands in for the NCCL group of two
+    monkeypatch.setattr(dist, "init_process_group",
+                        lambda backend: join("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1))
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    try:
+        with pytest.raises(RestoreError, match="more processes on this machine than its 1 CUDA GPU"):
+            init_process("cuda")
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("device, backend", [("cpu", "gloo"), ("cuda:0", "nccl")])

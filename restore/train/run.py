@@ -78,7 +78,12 @@ def init_process(device: str) -> tuple[Dist, torch.device]:
     that is not there is a one-line error, raised before the run writes anything."""
     resolved = resolve_device(device)
     d = init_distributed(resolved)
-    return d, process_device(resolved, d)
+    try:
+        return d, process_device(resolved, d)
+    except RestoreError:
+        if dist.is_initialized():  # leave no group behind a refused start
+            dist.destroy_process_group()
+        raise
 
 
 def process_device(device: str, d: Dist) -> torch.device:
