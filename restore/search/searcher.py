@@ -56,7 +56,8 @@ from restore.runtime.tiling import TileConfig, restore_tensor
 from restore.search.config import SearchConfig, structural_changes
 from restore import faults
 from restore.train.checkpoint import load_state, rng_state, save_state, save_tensors, set_rng_state
-from restore.train.run import MetricLog, ProgressLog, RunDir, cosine_lr, init_process, leaving_process_group, set_lr
+from restore.train.run import (MetricLog, ProgressLog, RunDir, cosine_lr, init_process, leaving_process_group, set_lr,
+                               stack_batch)
 from restore.train.trainer import default_val_spec, loss_fn
 
 ARCH_LOG = "arch_log.jsonl"
@@ -310,10 +311,7 @@ class Searcher:
     # ------------------------------------------------------------------ steps
     def batch(self, data: PatchDataset, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         data.set_epoch(step)
-        items = [data[i] for i in self.dist.shard(self.cfg.batch)]
-        # patches are cut and degraded on the CPU (seeded per step and item), then sent over
-        x = torch.stack([a for a, _ in items]).to(self.device, non_blocking=True)
-        return x, torch.stack([b for _, b in items]).to(self.device, non_blocking=True)
+        return stack_batch([data[i] for i in self.dist.shard(self.cfg.batch)], self.device)
 
     def _backward(self, data: PatchDataset, params: list[nn.Parameter]) -> float:
         x, y = self.batch(data, self.step)

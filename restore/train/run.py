@@ -101,6 +101,14 @@ def process_device(device: str, d: Dist) -> torch.device:
     return chosen
 
 
+def stack_batch(items: Sequence[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(degraded, clean) patch pairs → the two batches on `device`. The patches are cut and
+    degraded on the CPU (seeded per step and item), so data stay identical on any device."""
+    x = torch.stack([a for a, _ in items]).to(device, non_blocking=True)
+    y = torch.stack([b for _, b in items]).to(device, non_blocking=True)
+    return x, y
+
+
 @contextlib.contextmanager
 def leaving_process_group(d: Dist) -> Iterator[None]:
     """Close the process group before the interpreter exits.

@@ -39,7 +39,8 @@ from restore.train.checkpoint import load_state, rng_state, save_state, save_ten
 from restore.train.compact import compact_state, expand_state
 from restore.train.config import TrainConfig
 from restore.train.ema import EMA
-from restore.train.run import MetricLog, ProgressLog, RunDir, cosine_lr, init_process, leaving_process_group, set_lr
+from restore.train.run import (MetricLog, ProgressLog, RunDir, cosine_lr, init_process, leaving_process_group, set_lr,
+                               stack_batch)
 from restore.zoo.registry import apply_weights, read_weights
 
 METRICS = ["step", "time", "lr", "loss", "val_psnr", "val_ssim"]
@@ -181,10 +182,7 @@ class Trainer:
     # ------------------------------------------------------------------ steps
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         self.data.set_epoch(step)
-        items = [self.data[i] for i in self.dist.shard(self.cfg.batch)]
-        # patches are cut and degraded on the CPU (seeded per step and item), then sent over
-        x = torch.stack([a for a, _ in items]).to(self.device, non_blocking=True)
-        y = torch.stack([b for _, b in items]).to(self.device, non_blocking=True)
+        x, y = stack_batch([self.data[i] for i in self.dist.shard(self.cfg.batch)], self.device)
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
