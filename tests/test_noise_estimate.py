@@ -1,4 +1,5 @@
-"""Blind σ estimation (PCA method, Chen et al. 2015) on Set12, and the σ map."""
+"""Blind σ estimation (PCA method, Chen et al. 2015, on weak-texture patches, Liu et al. 2013)
+on Set12, and the σ map."""
 
 import numpy as np
 import pytest
@@ -9,14 +10,44 @@ from restore.data import awgn_benchmark_noise
 from restore.runtime.noise import append_noise_map, estimate_sigma
 
 
-@pytest.mark.parametrize("sigma,tolerance", [(5, 3.0), (15, 1.5), (25, 1.0), (50, 1.0), (75, 1.0)])
-def test_estimator_error_on_set12(shared_dir, sigma, tolerance):
-    errors = []
-    for path in sorted((shared_dir / "data/test/Set12").glob("*.png")):
-        clean = np.asarray(Image.open(path), dtype=np.float32) / 255
-        errors.append(estimate_sigma(awgn_benchmark_noise(clean, sigma)) - sigma)
-    assert abs(np.mean(errors)) < tolerance, errors
-    assert np.max(np.abs(errors)) < 3 * tolerance + 1.5, errors
+def _set12(shared_dir):
+    return [np.asarray(Image.open(p), dtype=np.float32) / 255 for p in sorted((shared_dir / "data/test/Set12").glob("*.png"))]
+
+
+# Measured mean / largest error: σ 0: +0.96 / 2.10, 2: +0.37 / 1.01, 5: +0.31 / 1.54, 15: 0.00 / 0.35,
+# 25: +0.02 / 0.42, 50: −0.19 / 0.69, 75: −0.29 / 1.48. On all patches (no weak-texture
+# selection) clean images read +4.6 / 7.2, σ 2 +3.1 / 5.4, σ 5 +1.9 / 4.5, σ 15 +0.6 / 1.5.
+@pytest.mark.parametrize("sigma,mean_error,max_error", [(0, 1.5, 3.0), (2, 1.0, 2.0), (5, 1.0, 2.5), (15, 0.5, 1.0),
+                                                        (25, 0.5, 1.0), (50, 0.5, 1.5), (75, 0.75, 2.5)])
+def test_estimator_error_on_set12(shared_dir, sigma, mean_error, max_error):
+    errors = [estimate_sigma(awgn_benchmark_noise(clean, sigma) if sigma else clean) - sigma for clean in _set12(shared_dir)]
+    assert abs(np.mean(errors)) < mean_error, errors
+    assert np.max(np.abs(errors)) < max_error, errors
+
+
+def test_blown_highlights_do_not_read_as_clean(shared_dir):
+    """A photo whose top 60 % is clipped white (8-bit, noise σ = 10 below): the flat white
+    patches have no texture, and read σ as 0 until clipped patches were left out."""
+    photo = np.clip(awgn_benchmark_noise(_set12(shared_dir)[4], 10), 0, 1)
+    photo = np.round(photo * 255) / 255
+    photo[: int(0.6 * len(photo))] = 1.0
+    assert abs(estimate_sigma(photo) - 10) < 1.5
+
+
+def test_blind_denoising_of_a_lightly_noisy_image_improves_it(shared_dir):
+    """σ = 2: the estimate on all patches (≈ 5) made `restore denoise` smooth two of the first
+    three Set12 images 3.9 and 3.3 dB below their noisy input; with weak-texture patches all
+    three improve (+1.10, +2.04, +0.22 dB)."""
+    import restore
+    from restore.metrics import psnr
+
+    model = restore.load("denoise-gray")
+    gains = []
+    for clean in _set12(shared_dir)[:3]:
+        noisy = awgn_benchmark_noise(clean, 2).astype(np.float32)
+        restored = model.restore_array(noisy[..., None])[..., 0]
+        gains.append(psnr(restored, clean, data_range=1.0) - psnr(noisy, clean, data_range=1.0))
+    assert min(gains) > 0 and np.mean(gains) > 0.5, gains
 
 
 def test_colour_and_tiny_images():
