@@ -13,6 +13,7 @@ per-pixel std, and `denoise-color`'s PSNR with each estimate and with twice the 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,8 @@ from restore.data.degradations import degradation_from_spec, degrade_for_eval
 from restore.metrics import psnr
 from restore.runtime.noise import estimate_sigma
 
-DATA = Path(__file__).resolve().parents[1] / "../shared/data/test"
+# the same data root as the other benchmarks (RESTORE_SHARED, else ../shared beside the repository)
+DATA = Path(os.environ.get("RESTORE_SHARED") or Path(__file__).resolve().parents[2] / "shared") / "data" / "test"
 
 
 def noisy(clean: np.ndarray, sigma: float) -> np.ndarray:
