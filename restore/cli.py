@@ -169,7 +169,7 @@ def search(
     from restore.search import make_config
     from restore.search import search as run_search
     from restore.search.config import SPACES
-    from restore.search.searcher import NO_DATA
+    from restore.train.run import NO_DATA
 
     _check_data_dirs(data)
     if space is not None and space not in SPACES:

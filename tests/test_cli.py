@@ -200,6 +200,14 @@ def test_a_refused_run_leaves_no_empty_folders(tmp_path, command):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
 
 
+@pytest.mark.parametrize("command", ["train", "search"])
+def test_bare_train_and_search_say_what_to_pass(tmp_path, command):
+    """`restore train` / `restore search` with no data: one line naming --data, no run folder."""
+    result = invoke(command, "--run", tmp_path / "run")
+    assert_one_line_error(result, "no training folders given: pass --data DIR")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the error of a machine without a CUDA GPU")
 def test_training_on_a_missing_gpu_is_a_one_line_error(tiny_train_dir, tmp_path):
     result = invoke("train", "-d", tiny_train_dir, "--run", tmp_path / "run", "--steps", 2, "--device", "cuda")

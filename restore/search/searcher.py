@@ -56,12 +56,11 @@ from restore.runtime.tiling import TileConfig, restore_tensor
 from restore.search.config import SearchConfig, structural_changes
 from restore import faults
 from restore.train.checkpoint import load_state, rng_state, save_state, save_tensors, set_rng_state
-from restore.train.run import (MetricLog, ProgressLog, RunDir, cosine_lr, init_process, leaving_process_group, set_lr,
+from restore.train.run import (NO_DATA, MetricLog, ProgressLog, RunDir, cosine_lr, init_process, leaving_process_group, set_lr,
                                stack_batch)
 from restore.train.trainer import default_val_spec, loss_fn
 
 ARCH_LOG = "arch_log.jsonl"
-NO_DATA = "no training folders given: pass --data DIR (e.g. --data ../shared/data/train/Train400)"
 METRICS = ["step", "time", "lr", "arch_lr", "loss", "arch_loss", "val_psnr", "val_ssim"]
 
 

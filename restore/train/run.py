@@ -25,6 +25,8 @@ from restore.errors import RestoreError
 from restore.atomic import TEMP_SUFFIX, atomic_write
 from restore.runtime.backends import resolve_device
 
+NO_DATA = "no training folders given: pass --data DIR (e.g. --data ../shared/data/train/Train400)"
+
 CHECKPOINT_NAME = "checkpoint.safetensors"  # the one resumable file of a run, overwritten
 METRICS_NAME = "metrics.csv"
 LOG_NAME = "log.txt"

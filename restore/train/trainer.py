@@ -39,7 +39,7 @@ from restore.train.checkpoint import load_state, rng_state, save_state, save_ten
 from restore.train.compact import compact_state, expand_state
 from restore.train.config import TrainConfig
 from restore.train.ema import EMA
-from restore.train.run import (MetricLog, ProgressLog, RunDir, cosine_lr, init_process, leaving_process_group, set_lr,
+from restore.train.run import (NO_DATA, MetricLog, ProgressLog, RunDir, cosine_lr, init_process, leaving_process_group, set_lr,
                                stack_batch)
 from restore.zoo.registry import apply_weights, read_weights
 
@@ -71,7 +71,7 @@ class Split:
 
 def split_images(cfg: TrainConfig) -> Split:
     if not cfg.train_dirs:
-        raise RestoreError("no training folders given (train_dirs / --data)")
+        raise RestoreError(NO_DATA)
     paths = [p for d in cfg.train_dirs for p in list_images(d)]
     if cfg.exclude_rain_backgrounds:
         paths = exclude_rain_backgrounds(paths)
