@@ -1,13 +1,16 @@
 """Blind σ estimation on Set12: its error, and what it does to blind denoising at low σ.
 
-    python benchmarks/noise_estimate.py            # the three tables (≈ 1.5 min)
+    python benchmarks/noise_estimate.py            # the four tables (≈ 4 min)
 
 Table 1: mean and largest error of `estimate_sigma` over the 12 images at each σ (AWGN from
 numpy seed 0 per image, not clipped; σ = 0 is the clean image), on weak-texture patches (the
 default) and on all patches (Chen et al. alone). Table 2: PSNR of `denoise-gray` with σ given
 and with σ estimated each way, against the noisy input. Table 3: the same estimates on the
 correlated camera noise of `-d camera` (every 7th CBSD68 image), against the noise's
-per-pixel std, and `denoise-color`'s PSNR with each estimate and with twice the default one.
+per-pixel std, the estimate at half resolution and whether the runtime flags the noise as
+correlated, and `denoise-color`'s PSNR with each estimate and with twice the default one.
+Table 4: how many images `looks_correlated` flags, per test set and degradation, and the
+largest half-resolution σ among them (clean, AWGN and camera noise).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import restore
 from restore.data import awgn_benchmark_noise
 from restore.data.degradations import degradation_from_spec, degrade_for_eval
 from restore.metrics import psnr
-from restore.runtime.noise import estimate_sigma
+from restore.runtime.noise import estimate_sigma, half_resolution_sigma, looks_correlated
 
 # the same data root as the other benchmarks (RESTORE_SHARED, else ../shared beside the repository)
 DATA = Path(os.environ.get("RESTORE_SHARED") or Path(__file__).resolve().parents[2] / "shared") / "data" / "test"
@@ -61,8 +64,8 @@ def denoising_table(images, sigmas) -> None:
 
 def camera_table(paths) -> None:
     model, camera = restore.load("denoise-color"), degradation_from_spec("camera")
-    print("| image | noise std | neighbour correlation | estimate: weak-texture / all patches | PSNR: weak-texture / all patches / 2 × weak-texture |")
-    print("|---|---|---|---|---|")
+    print("| image | noise std | neighbour correlation | estimate: weak-texture / all patches | half-resolution σ | flagged | PSNR: weak-texture / all patches / 2 × weak-texture |")
+    print("|---|---|---|---|---|---|---|")
     rows = []
     for path in paths:
         clean = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
@@ -72,11 +75,35 @@ def camera_table(paths) -> None:
         noise = (y - clean).astype(np.float64)
         # 1 − E[(n(x+1) − n(x))²] / 2 var: 0 for white noise
         correlation = 1 - np.mean(np.diff(noise, axis=1) ** 2) / (2 * noise.var())
-        rows.append([noise.std() * 255, correlation, weak, every, *scores])
-        print(f"| {path.name} | {rows[-1][0]:.2f} | {correlation:.2f} | {weak:.2f} / {every:.2f} | "
-              + " / ".join(f"{v:.2f}" for v in scores) + " |")
+        half, flagged = half_resolution_sigma(y), looks_correlated(y, weak)
+        rows.append([noise.std() * 255, correlation, weak, every, half, flagged, *scores])
+        print(f"| {path.name} | {rows[-1][0]:.2f} | {correlation:.2f} | {weak:.2f} / {every:.2f} | {half:.2f} | "
+              f"{'yes' if flagged else 'no'} | " + " / ".join(f"{v:.2f}" for v in scores) + " |")
     m = np.mean(rows, axis=0)
-    print(f"| mean | {m[0]:.2f} | {m[1]:.2f} | {m[2]:.2f} / {m[3]:.2f} | {m[4]:.2f} / {m[5]:.2f} / {m[6]:.2f} |")
+    print(f"| mean | {m[0]:.2f} | {m[1]:.2f} | {m[2]:.2f} / {m[3]:.2f} | {m[4]:.2f} | {int(m[5] * len(rows))} of {len(rows)} | "
+          f"{m[6]:.2f} / {m[7]:.2f} / {m[8]:.2f} |")
+
+
+def detection_table(sets: dict[str, list[Path]]) -> None:
+    kinds = ["clean", "awgn:3", "awgn:5", "awgn:10", "awgn:25", "camera", "camera:jpeg"]
+    print("| test set | " + " | ".join(kinds) + " |")
+    print("|---|" + "---|" * len(kinds))
+    for name, paths in sets.items():
+        cells = []
+        for kind in kinds:
+            flagged, largest = 0, 0.0
+            for path in paths:
+                clean = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+                if kind == "clean":
+                    y = clean
+                elif kind.startswith("awgn"):
+                    y = noisy(clean, float(kind.split(":")[1]))
+                else:
+                    y = degrade_for_eval(clean, path.name, degradation_from_spec(kind)).astype(np.float32)
+                flagged += looks_correlated(y)
+                largest = max(largest, half_resolution_sigma(y))
+            cells.append(f"{flagged} ({largest:.1f})")
+        print(f"| {name} ({len(paths)}) | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -92,6 +119,9 @@ def main() -> None:
     denoising_table(images, [0, 2, 5, 10, 25])
     print()
     camera_table(cbsd68[::7])
+    print()
+    rain100h = sorted((args.data.parent / "rain/Rain100H/norain").glob("*.png"))[::4]
+    detection_table({"CBSD68": cbsd68, "LIVE1": sorted((args.data / "LIVE1").glob("*")), "Rain100H clean, every 4th": rain100h})
 
 
 if __name__ == "__main__":

@@ -157,9 +157,27 @@ def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: s
         info = restorer.last
         sigma_note = f", σ {'=' if sigma is not None else '≈'} {info.sigma:.1f}" if info.sigma is not None else ""
         echo(f"{src} → {dst}  ({restorer.name}{f' ×{info.ensemble}' if info.ensemble else ''}{sigma_note}, {info.seconds:.2f} s)")
+        if info.correlated_noise:
+            camera = camera_noise_model()
+            echo(f"  note: {correlated_noise_note()}" + (f": try -m {camera}" if camera else ""))
     if not single:
         echo(f"{len(report.written)} restored, {len(report.failed)} failed, of {report.total} file(s)")
     return report
+
+
+def correlated_noise_note() -> str:
+    """Why a blind Gaussian denoiser left noise in (`RunInfo.correlated_noise`)."""
+    return ("the noise is correlated between neighbouring pixels, as camera noise is, "
+            "and a Gaussian-noise model leaves much of it in")
+
+
+def camera_noise_model() -> str | None:
+    from restore.zoo.registry import default_entry
+
+    try:
+        return default_entry("denoise-real", 3).name
+    except RestoreError:  # a zoo without a camera-noise model
+        return None
 
 
 def _progress(items, enabled: bool):

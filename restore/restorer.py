@@ -21,7 +21,7 @@ from torch import nn
 from restore.errors import RestoreError
 from restore.runtime.backends import TorchBackend
 from restore.runtime.ensemble import SelfEnsemble, ensemble_transforms
-from restore.runtime.noise import append_noise_map, estimate_sigma
+from restore.runtime.noise import append_noise_map, estimate_sigma, looks_correlated
 from restore.runtime.precision import resolve_precision
 from restore.runtime.tiling import TileConfig, restore_tensor
 from restore.zoo.registry import ModelEntry, default_entry, get_entry, load_network, load_weights, task_for_degradation
@@ -36,6 +36,7 @@ class RunInfo:
     backend: str = ""
     tiles: int = 0
     ensemble: int = 0  # how many flips/rotations were averaged (8; 4 for rain, 2 for camera noise; 0: none)
+    correlated_noise: bool = False  # blind σ on noise that is not white: an AWGN model leaves much of it
     extra: dict = field(default_factory=dict)
 
 
@@ -138,10 +139,14 @@ class Restorer:
             raise RestoreError(f"expected an H×W×C image with 1 or 3 channels, got shape {pixels.shape}")
         _refuse_empty(pixels.shape)
         t0 = time.perf_counter()
-        used_sigma = None
+        used_sigma, correlated = None, False
         fn = self.backend
         if self.entry.noise_map:
-            used_sigma = self._valid_sigma(sigma) if sigma is not None else estimate_sigma(pixels)
+            if sigma is not None:
+                used_sigma = self._valid_sigma(sigma)
+            else:
+                used_sigma = estimate_sigma(pixels)
+                correlated = looks_correlated(pixels, used_sigma)
             fn = _WithNoiseMap(self.backend, used_sigma)
         elif sigma is not None and self.task.startswith("denoise"):
             raise RestoreError(f"model {self.name!r} is trained for one noise level and takes no --sigma")
@@ -167,7 +172,7 @@ class Restorer:
             result[..., group] = out[0].clamp_(0, 1).permute(1, 2, 0).numpy()
             del out
         self.last = RunInfo(sigma=used_sigma, seconds=time.perf_counter() - t0, backend=self.backend.describe(),
-                            ensemble=len(averaged))
+                            ensemble=len(averaged), correlated_noise=correlated)
         return result
 
     def _valid_sigma(self, sigma) -> float:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from restore.app.handlers import AUTO, AppService, Limits, RestorerCache, ZooCatalog, degradation_spec, load_upload
@@ -190,6 +191,22 @@ def test_colour_image_and_sigma_notes(service):
     r = service.run(EXAMPLES / "birds_noisy_s25.png", task="denoise", model="test-blur-fixed", sigma=30)
     assert r.after.shape == (321, 481, 3) and r.sigma is None
     assert any("not used" in n for n in r.notes) and "channel by channel" in r.summary
+
+
+def test_camera_like_noise_is_pointed_out(service, tmp_path):
+    """Blind σ on noise shared between neighbouring pixels: a note names the camera-noise task
+    (with the shipped zoo, its model); white noise gets no such note."""
+    clean = _clean()[..., 0]
+    rng = np.random.default_rng(0)
+    noise = torch.nn.functional.avg_pool2d(torch.from_numpy(rng.normal(0, 0.25, clean.shape))[None, None], 3, 1, 1,
+                                           count_include_pad=False)[0, 0].numpy()
+    Image.fromarray(np.round(np.clip(clean + noise, 0, 1) * 255).astype(np.uint8)).save(tmp_path / "camera.png")
+    r = service.run(tmp_path / "camera.png", task="denoise")
+    assert [n for n in r.notes if "correlated between neighbouring pixels" in n] == [
+        "The noise is correlated between neighbouring pixels, as camera noise is, and a Gaussian-noise model leaves much of it in."]
+    assert not service.run(EXAMPLES / "monarch_noisy_s25.png", task="denoise").notes
+    zoo_note = AppService(catalog=ZooCatalog(), output_dir=tmp_path)._correlated_noise_note()
+    assert zoo_note.endswith("pick the task “Real camera noise” (denoise-real).")
 
 
 def test_restorer_cache_loads_once_under_concurrency():

@@ -22,6 +22,7 @@ import numpy as np
 
 from restore.errors import RestoreError
 from restore.io import LoadedImage, read_image, save_like
+from restore.pipeline import correlated_noise_note
 from restore.runtime.tiling import TileConfig
 from restore.zoo.registry import TASKS, ModelEntry, task_for_degradation
 
@@ -292,6 +293,8 @@ class AppService:
             info = slot.restorer.last
             if slot.profile is None:
                 slot.profile = _profile(slot.restorer)
+        if info.correlated_noise:
+            notes.append(self._correlated_noise_note())
         report(0.96, "writing the result")
         download = self._write(restored, image, image_path, task)
         metrics = quality_metrics(clean, model_input, restored) if clean is not None else {}
@@ -302,6 +305,15 @@ class AppService:
                                    colour_by_gray=entry.channels == 1 and image.pixels.shape[2] == 3)
         report(1.0, "done")
         return result
+
+    def _correlated_noise_note(self) -> str:
+        note = correlated_noise_note()
+        note = note[0].upper() + note[1:]
+        try:
+            camera = self.catalog.default("denoise-real", 3).name
+        except RestoreError:  # a catalog without a camera-noise model
+            return f"{note}."
+        return f"{note}: pick the task “{TASK_LABELS['denoise-real']}” ({camera})."
 
     def _write(self, restored: np.ndarray, like: LoadedImage, source, task: str) -> Path:
         self._prune()
