@@ -296,7 +296,8 @@ app.command("denoise")(_task_command(
     "Remove noise. Blind by default: σ is estimated per image; --sigma overrides.\n\n"
     "Example: restore denoise photo.png -o out/\n\n"
     "Gaussian noise uses denoise-gray / denoise-color (picked by the image); for camera photos with real "
-    "sensor noise pick the camera-noise model: restore denoise photo.jpg -m denoise-real",
+    "sensor noise pick the camera-noise model: restore denoise photo.jpg -m denoise-real (a note under the "
+    "file's line suggests it when the noise looks correlated between neighbouring pixels, as camera noise is)",
     "Noise level on the 0–255 scale (default: estimated from each image).",
 ))
 app.command("derain")(_task_command("derain", "Remove rain streaks.\n\nExample: restore derain rainy.png", None))
