@@ -1,6 +1,6 @@
 """Blind σ estimation on Set12: its error, and what it does to blind denoising at low σ.
 
-    python benchmarks/noise_estimate.py            # the four tables (≈ 4 min)
+    python benchmarks/noise_estimate.py            # the four tables (≈ 3.5 min)
 
 Table 1: mean and largest error of `estimate_sigma` over the 12 images at each σ (AWGN from
 numpy seed 0 per image, not clipped; σ = 0 is the clean image), on weak-texture patches (the
@@ -9,7 +9,7 @@ and with σ estimated each way, against the noisy input. Table 3: the same estim
 correlated camera noise of `-d camera` (every 7th CBSD68 image), against the noise's
 per-pixel std, the estimate at half resolution and whether the runtime flags the noise as
 correlated, and `denoise-color`'s PSNR with each estimate and with twice the default one.
-Table 4: how many images `looks_correlated` flags, per test set and degradation, and the
+Table 4: how many images the runtime's rule (`is_correlated`) flags, per test set and degradation, and the
 largest half-resolution σ among them (clean, AWGN and camera noise).
 """
 
@@ -26,7 +26,7 @@ import restore
 from restore.data import awgn_benchmark_noise
 from restore.data.degradations import degradation_from_spec, degrade_for_eval
 from restore.metrics import psnr
-from restore.runtime.noise import estimate_sigma, half_resolution_sigma, looks_correlated
+from restore.runtime.noise import estimate_sigma, half_resolution_sigma, is_correlated
 
 # the same data root as the other benchmarks (RESTORE_SHARED, else ../shared beside the repository)
 DATA = Path(os.environ.get("RESTORE_SHARED") or Path(__file__).resolve().parents[2] / "shared") / "data" / "test"
@@ -75,7 +75,8 @@ def camera_table(paths) -> None:
         noise = (y - clean).astype(np.float64)
         # 1 − E[(n(x+1) − n(x))²] / 2 var: 0 for white noise
         correlation = 1 - np.mean(np.diff(noise, axis=1) ** 2) / (2 * noise.var())
-        half, flagged = half_resolution_sigma(y), looks_correlated(y, weak)
+        half = half_resolution_sigma(y)
+        flagged = is_correlated(weak, half)
         rows.append([noise.std() * 255, correlation, weak, every, half, flagged, *scores])
         print(f"| {path.name} | {rows[-1][0]:.2f} | {correlation:.2f} | {weak:.2f} / {every:.2f} | {half:.2f} | "
               f"{'yes' if flagged else 'no'} | " + " / ".join(f"{v:.2f}" for v in scores) + " |")
@@ -100,8 +101,9 @@ def detection_table(sets: dict[str, list[Path]]) -> None:
                     y = noisy(clean, float(kind.split(":")[1]))
                 else:
                     y = degrade_for_eval(clean, path.name, degradation_from_spec(kind)).astype(np.float32)
-                flagged += looks_correlated(y)
-                largest = max(largest, half_resolution_sigma(y))
+                half = half_resolution_sigma(y)
+                flagged += is_correlated(estimate_sigma(y), half)
+                largest = max(largest, half)
             cells.append(f"{flagged} ({largest:.1f})")
         print(f"| {name} ({len(paths)}) | " + " | ".join(cells) + " |")
 

@@ -125,12 +125,15 @@ def half_resolution_sigma(image: np.ndarray) -> float:
     return 2.0 * estimate_sigma(image, scale=2)
 
 
+def is_correlated(sigma: float, half_sigma: float) -> bool:
+    """The rule on the two estimates (`estimate_sigma`, `half_resolution_sigma`) of one image."""
+    return half_sigma >= MIN_HALF_RESOLUTION_SIGMA and half_sigma >= CORRELATED_RATIO * sigma
+
+
 def looks_correlated(image: np.ndarray, sigma: float | None = None) -> bool:
     """True when the image holds visible noise that is far from white (camera noise, most often).
     `sigma`: the image's `estimate_sigma`, if already known."""
-    sigma = estimate_sigma(image) if sigma is None else sigma
-    coarse = half_resolution_sigma(image)
-    return coarse >= MIN_HALF_RESOLUTION_SIGMA and coarse >= CORRELATED_RATIO * sigma
+    return is_correlated(estimate_sigma(image) if sigma is None else sigma, half_resolution_sigma(image))
 
 
 def _pca_sigma(x: np.ndarray) -> float:
