@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,3 +70,22 @@ def tiny_train_dir(tmp_path_factory, shared_dir) -> Path:
     for src in sorted((shared_dir / "data/train/Train400").glob("*.png"))[:12]:
         shutil.copy(src, folder / src.name)
     return folder
+
+
+@pytest.fixture(scope="session")
+def save_with_correlated_noise():
+    """Writes `clean` (H×W or H×W×C in [0, 1]) plus noise shared between neighbouring pixels
+    (3×3 box-filtered white noise, σ 0.25 before the filter) as an 8-bit PNG: the blind σ
+    estimate reads it low, as it reads camera noise, and flags it as correlated."""
+
+    def save(clean: np.ndarray, path: Path, seed: int = 0) -> Path:
+        from PIL import Image
+
+        white = torch.from_numpy(np.random.default_rng(seed).normal(0, 0.25, clean.shape))
+        planes = white[None] if white.ndim == 2 else white.permute(2, 0, 1)
+        box = torch.nn.functional.avg_pool2d(planes[None], 3, 1, 1, count_include_pad=False)[0]
+        noise = (box[0] if white.ndim == 2 else box.permute(1, 2, 0)).numpy()
+        Image.fromarray(np.round(np.clip(clean + noise, 0, 1) * 255).astype(np.uint8)).save(path)
+        return path
+
+    return save

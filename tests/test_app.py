@@ -193,15 +193,10 @@ def test_colour_image_and_sigma_notes(service):
     assert any("not used" in n for n in r.notes) and "channel by channel" in r.summary
 
 
-def test_camera_like_noise_is_pointed_out(service, tmp_path):
+def test_camera_like_noise_is_pointed_out(service, tmp_path, save_with_correlated_noise):
     """Blind σ on noise shared between neighbouring pixels: a note names the camera-noise task
     (with the shipped zoo, its model); white noise gets no such note."""
-    clean = _clean()[..., 0]
-    rng = np.random.default_rng(0)
-    noise = torch.nn.functional.avg_pool2d(torch.from_numpy(rng.normal(0, 0.25, clean.shape))[None, None], 3, 1, 1,
-                                           count_include_pad=False)[0, 0].numpy()
-    Image.fromarray(np.round(np.clip(clean + noise, 0, 1) * 255).astype(np.uint8)).save(tmp_path / "camera.png")
-    r = service.run(tmp_path / "camera.png", task="denoise")
+    r = service.run(save_with_correlated_noise(_clean()[..., 0], tmp_path / "camera.png"), task="denoise")
     assert [n for n in r.notes if "correlated between neighbouring pixels" in n] == [
         "The noise is correlated between neighbouring pixels, as camera noise is, and a Gaussian-noise model leaves much of it in."]
     assert not service.run(EXAMPLES / "monarch_noisy_s25.png", task="denoise").notes
@@ -242,8 +237,6 @@ def test_bad_uploads_give_one_clear_line(service, tmp_path, make, message):
 
 
 def test_upload_limits(tmp_path):
-    from PIL import Image
-
     big = tmp_path / "big.png"
     Image.new("L", (1200, 1000)).save(big)
     with pytest.raises(RestoreError, match=r"1200×1000 = 1\.2 MP, above the limit of 1 MP$"):

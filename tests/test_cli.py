@@ -74,15 +74,11 @@ def test_denoise_example_improves_psnr(tmp_path):
     assert "σ ≈" in result.output and "note:" not in result.output
 
 
-def test_camera_like_noise_points_to_the_camera_noise_model(tmp_path):
+def test_camera_like_noise_points_to_the_camera_noise_model(tmp_path, save_with_correlated_noise):
     """Noise shared between neighbouring pixels reads low to the blind estimate, and the
     Gaussian model leaves much of it: the line after the file says so and names the model."""
     clean = np.asarray(Image.open(EXAMPLES / "birds.png"), dtype=np.float32) / 255
-    noise = torch.nn.functional.avg_pool2d(torch.from_numpy(np.random.default_rng(0).normal(0, 0.25, clean.shape))
-                                           .permute(2, 0, 1)[None], 3, 1, 1, count_include_pad=False)
-    noisy = np.clip(clean + noise[0].permute(1, 2, 0).numpy(), 0, 1)
-    Image.fromarray(np.round(noisy * 255).astype(np.uint8)).save(tmp_path / "photo.png")
-    result = invoke("denoise", tmp_path / "photo.png", "-o", tmp_path)
+    result = invoke("denoise", save_with_correlated_noise(clean, tmp_path / "photo.png"), "-o", tmp_path)
     assert result.exit_code == 0, result.output
     assert "correlated" in result.output and "try -m denoise-real" in result.output
 

@@ -28,6 +28,21 @@ def test_numpy_uint8_roundtrip_and_quality(gray):
     assert gray.last.sigma is not None and 15 < gray.last.sigma < 35  # blind estimate near 25
 
 
+def test_correlated_noise_is_flagged_only_when_asked_and_never_changes_the_output(gray, tmp_path,
+                                                                               save_with_correlated_noise):
+    """Blind calls check the noise for correlation (the CLI's and app's note); eval skips the
+    check (`check_noise=False`) and gets the same pixels."""
+    clean = np.asarray(Image.open(EXAMPLES / "monarch.png"), dtype=np.float32) / 255
+    noisy = np.asarray(Image.open(save_with_correlated_noise(clean, tmp_path / "camera.png")),
+                       dtype=np.float32)[..., None] / 255
+    checked = gray.restore_array(noisy)
+    assert gray.last.correlated_noise
+    unchecked = gray.restore_array(noisy, check_noise=False)
+    assert not gray.last.correlated_noise and np.array_equal(checked, unchecked)
+    gray.restore_array(noisy, sigma=25)
+    assert not gray.last.correlated_noise  # σ given: nothing is estimated
+
+
 def test_known_sigma_is_used(gray):
     noisy = np.asarray(Image.open(EXAMPLES / "monarch_noisy_s25.png"), dtype=np.float32) / 255
     gray(noisy, sigma=25)
