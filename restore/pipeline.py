@@ -18,6 +18,7 @@ import numpy as np
 
 from restore.errors import RestoreError
 from restore.io import expand_inputs, output_path_for, read_image, save_like
+from restore.runtime.noise import CORRELATED_NOISE_NOTE
 from restore.runtime.tiling import TileConfig
 
 OUTPUT_TASK_NAMES = {"denoise": "denoise", "denoise-real": "denoise", "derain": "derain", "deblock": "deblock"}
@@ -159,16 +160,10 @@ def restore_files(task: str, inputs, *, output_dir: Path | None = None, model: s
         echo(f"{src} → {dst}  ({restorer.name}{f' ×{info.ensemble}' if info.ensemble else ''}{sigma_note}, {info.seconds:.2f} s)")
         if info.correlated_noise:
             camera = camera_noise_model()
-            echo(f"  note: {correlated_noise_note()}" + (f": try -m {camera}" if camera else ""))
+            echo(f"  note: {CORRELATED_NOISE_NOTE}" + (f": try -m {camera}" if camera else ""))
     if not single:
         echo(f"{len(report.written)} restored, {len(report.failed)} failed, of {report.total} file(s)")
     return report
-
-
-def correlated_noise_note() -> str:
-    """Why a blind Gaussian denoiser left noise in (`RunInfo.correlated_noise`)."""
-    return ("the noise is correlated between neighbouring pixels, as camera noise is, "
-            "and a Gaussian-noise model leaves much of it in")
 
 
 def camera_noise_model() -> str | None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from restore.errors import RestoreError
 from restore.io import LoadedImage, read_image, save_like
-from restore.pipeline import correlated_noise_note
+from restore.runtime.noise import CORRELATED_NOISE_NOTE
 from restore.runtime.tiling import TileConfig
 from restore.zoo.registry import TASKS, ModelEntry, task_for_degradation
 
@@ -307,8 +307,7 @@ class AppService:
         return result
 
     def _correlated_noise_note(self) -> str:
-        note = correlated_noise_note()
-        note = note[0].upper() + note[1:]
+        note = CORRELATED_NOISE_NOTE[0].upper() + CORRELATED_NOISE_NOTE[1:]
         try:
             camera = self.catalog.default("denoise-real", 3).name
         except RestoreError:  # a catalog without a camera-noise model

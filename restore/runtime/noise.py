@@ -117,6 +117,9 @@ def estimate_sigma(image: np.ndarray, *, patch: int = 7, stride: int = 3, max_pa
 # leave. Texture alone reads at most 12.8 there on clean CBSD68 (7.6 on LIVE1), hence 15.
 CORRELATED_RATIO = 2.0
 MIN_HALF_RESOLUTION_SIGMA = 15.0
+# What the CLI and the app say when `looks_correlated` (each adds where to go next).
+CORRELATED_NOISE_NOTE = ("the noise is correlated between neighbouring pixels, as camera noise is, "
+                         "and a Gaussian-noise model leaves much of it in")
 
 
 def half_resolution_sigma(image: np.ndarray) -> float:
